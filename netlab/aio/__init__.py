@@ -1,0 +1,1 @@
+"""trio building blocks shared by several programs."""

@@ -1,0 +1,167 @@
+"""The ``netlab`` command.
+
+This module is the composition root: it knows which servers and clients exist and loads each
+one's click command only when it is used (``LazyGroup``), so ``netlab --help`` stays fast and a
+server's dependencies are imported by that server alone.  Every server module offers a
+``command`` (running it alone) and a ``service(config)`` factory (running it under ``netlab up``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from netlab import __version__
+from netlab import config as configmod
+from netlab.aio.shutdown import Service, run_services
+from netlab.log import setup_logging
+
+__all__ = ["LazyGroup", "config_option", "load_config", "main"]
+
+#: Services ``netlab up`` starts, in order: "module:factory", each ``factory(config)`` returning
+#: a :class:`Service` or None when the service is disabled in the configuration.
+SERVICES: Sequence[str] = ()
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use ("module:attribute")."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            return _import(self.lazy[cmd_name])  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def config_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config FILE`` for any command that reads the configuration."""
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="NETLAB_CONFIG",
+        help="TOML configuration file, a table per service (default: $NETLAB_CONFIG).",
+    )(f)
+
+
+def load_config(
+    config_file: Path | None, overrides: dict[str, dict[str, Any]] | None = None
+) -> configmod.NetlabConfig:
+    """The configuration file with command-line ``overrides`` on top; a usage error if bad."""
+    try:
+        config = configmod.load(config_file)
+        for table, values in (overrides or {}).items():
+            config = configmod.override(config, table, values)
+    except configmod.ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return config
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "link": "clients.link:command",
+    },
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="netlab")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Diagnostics written to stderr.",
+)
+def main(log_level: str) -> None:
+    """netlab: real network protocol servers and clients on loopback."""
+    setup_logging(log_level)
+
+
+@main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
+def rdt() -> None:
+    """Reliable transport over UDP (Go-Back-N, Selective Repeat, stop-and-wait)."""
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@config_option
+def config_show(config_file: Path | None) -> None:
+    """Print the effective configuration (defaults, then the file) as TOML."""
+    click.echo(configmod.render_toml(load_config(config_file)), nl=False)
+
+
+@main.command()
+@config_option
+@click.option("--daemon", is_flag=True, help="Detach and run in the background (needs --pidfile).")
+@click.option("--pidfile", type=click.Path(dir_okay=False, path_type=Path), help="PID file (with --daemon).")
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where a daemon writes its logs (default: next to the pidfile).",
+)
+def up(config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: Path | None) -> None:
+    """Run every server of the suite on loopback until Ctrl-C or SIGTERM."""
+    config = load_config(config_file)
+    services = [s for s in (_import(t)(config) for t in SERVICES) if s is not None]
+    if daemon:
+        from netlab.daemon import DaemonError, daemonize
+
+        if pidfile is None:
+            raise click.UsageError("--daemon needs --pidfile FILE")
+        log_file = log_file or pidfile.with_suffix(".log")
+        try:
+            daemonize(pidfile, log_file)
+        except DaemonError as exc:
+            raise click.ClickException(str(exc)) from exc
+        setup_logging(config.general.log_level)
+
+    def on_started(service: Service, lines: list[str]) -> None:
+        for line in lines:
+            click.echo(f"{service.name:<8} {line}")
+        sys.stdout.flush()
+
+    try:
+        trio.run(
+            lambda: run_services(services, grace_period=config.general.grace_period, on_started=on_started)
+        )
+    finally:
+        if daemon and pidfile is not None:
+            pidfile.unlink(missing_ok=True)
+    click.echo("netlab: stopped")
+
+
+@main.command()
+@click.option(
+    "--pidfile", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The daemon's PID file."
+)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for it to exit.")
+def down(pidfile: Path, timeout: float) -> None:
+    """Stop a daemon started with ``netlab up --daemon``."""
+    from netlab.daemon import DaemonError, stop_daemon
+
+    try:
+        pid = stop_daemon(pidfile, timeout=timeout)
+    except DaemonError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"netlab: stopped PID {pid}")

@@ -1,0 +1,1 @@
+"""Sans-I/O protocol machines and codecs shared by servers and clients."""

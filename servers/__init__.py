@@ -1,0 +1,1 @@
+"""The daemons: thin trio drivers over netlab's machines, one module or package per server."""
