@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,7 @@ def load_config(
 
 @click.group(
     cls=LazyGroup,
-    lazy={
-        "link": "clients.link:command",
-    },
+    lazy={},
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="netlab")
@@ -94,7 +93,7 @@ def main(log_level: str) -> None:
     setup_logging(log_level)
 
 
-@main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
+@main.group(cls=LazyGroup, lazy={})
 def rdt() -> None:
     """Reliable transport over UDP (Go-Back-N, Selective Repeat, stop-and-wait)."""
 
@@ -111,6 +110,10 @@ def config_show(config_file: Path | None) -> None:
     click.echo(configmod.render_toml(load_config(config_file)), nl=False)
 
 
+def _no_daemon(ok: bool) -> None:
+    """Start-up needs reporting only to the parent of a daemon."""
+
+
 @main.command()
 @config_option
 @click.option("--daemon", is_flag=True, help="Detach and run in the background (needs --pidfile).")
@@ -124,14 +127,14 @@ def up(config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: P
     """Run every server of the suite on loopback until Ctrl-C or SIGTERM."""
     config = load_config(config_file)
     services = [s for s in (_import(t)(config) for t in SERVICES) if s is not None]
+    notify: Callable[[bool], None] = _no_daemon
     if daemon:
         from netlab.daemon import DaemonError, daemonize
 
         if pidfile is None:
             raise click.UsageError("--daemon needs --pidfile FILE")
-        log_file = log_file or pidfile.with_suffix(".log")
         try:
-            daemonize(pidfile, log_file)
+            notify = daemonize(pidfile, log_file or pidfile.with_suffix(".log"))
         except DaemonError as exc:
             raise click.ClickException(str(exc)) from exc
         setup_logging(config.general.log_level)
@@ -139,12 +142,26 @@ def up(config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: P
     def on_started(service: Service, lines: list[str]) -> None:
         for line in lines:
             click.echo(f"{service.name:<8} {line}")
-        sys.stdout.flush()
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    run_services,
+                    services,
+                    grace_period=config.general.grace_period,
+                    on_started=on_started,
+                )
+            )
+            click.echo(f"netlab: {len(services)} services up; Ctrl-C or SIGTERM stops them")
+            sys.stdout.flush()
+            notify(True)
 
     try:
-        trio.run(
-            lambda: run_services(services, grace_period=config.general.grace_period, on_started=on_started)
-        )
+        trio.run(run)
+    except BaseException:
+        notify(False)
+        raise
     finally:
         if daemon and pidfile is not None:
             pidfile.unlink(missing_ok=True)
