@@ -76,6 +76,7 @@ class Connection(ConnectionSetup):
         self._eof_requested = False
         self._fin_seq: int | None = None  # absolute number of our FIN once sent
         self._rx_pending = 0  # bytes in DataReceived events the application has not taken
+        self._read_since_ack = False  # the application took data since our latest segment
         self._advertised = 0  # the window (segments) in our latest segment
         self._linger_deadline: float | None = None
         self._persist_deadline: float | None = None
@@ -142,7 +143,7 @@ class Connection(ConnectionSetup):
         event = self._events.popleft()
         if type(event) is DataReceived:
             self._rx_pending -= len(event.data)
-            self._maybe_window_update()
+            self._read_since_ack = True
         return event
 
     # -- network and timer -----------------------------------------------------------------------
@@ -156,8 +157,6 @@ class Connection(ConnectionSetup):
         if segment is None:
             self.stats.corrupt_dropped += 1
             log.debug("dropped a corrupt or truncated datagram of %d bytes", len(data))
-            if self._state is S.LISTEN:
-                self._refuse("the first datagram was not a SYN")
             return
         if not self._handle_handshake(segment, now):
             self._DISPATCH[segment.type](self, segment, now)
@@ -165,6 +164,8 @@ class Connection(ConnectionSetup):
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Every datagram due now: control segments and retransmissions first, then new data."""
         self._maybe_send_syn(now)
+        if self._read_since_ack:
+            self._maybe_window_update()
         out, self._out = self._out, []
         if self._state in SENDING:
             self._fill(out, now)
@@ -363,16 +364,19 @@ class Connection(ConnectionSetup):
         return max(0, min(self._rcv.size, free // self._mss))
 
     def _maybe_window_update(self) -> None:
-        """After the application read data, tell the peer if our window opened by half or more."""
+        """The application read data: tell the peer if our window opened from zero or by half."""
+        self._read_since_ack = False
         if self._state not in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
             return
         window = self._receive_window()
-        if window - self._advertised >= max(1, self._rcv.size // 2) or (self._advertised == 0 < window):
+        full = max(1, min(self._rcv.size, self._params.receive_buffer // self._mss))
+        if window - self._advertised >= max(1, full // 2) or (self._advertised == 0 < window):
             self._send_ack(None)
 
     def _send_ack(self, selective: int | None) -> None:
         window = self._receive_window()
         self._advertised = window
+        self._read_since_ack = False
         space = self._space
         if selective is None:
             seq, flags = space.wrap(self._snd.next), 0

@@ -8,6 +8,8 @@ Strategy (RFC 9293 section 3.5, reduced to what a datagram transport needs):
    and answers with a SYN-ACK that acknowledges ISN+1 and carries what it agreed to: the client's
    protocol and k, and the smaller window and mss of the two.  A proposal it cannot accept gets a
    RST.
+   A listener should create a server connection only for a datagram that decodes as a SYN;
+   anything else reaching ``LISTEN`` is counted and ignored.
 3. The client checks the SYN-ACK (``check_agreement``: nothing it did not ask for), adopts the
    agreed values and acknowledges.  The server is established on the first segment that
    acknowledges its ISN+1: the ACK, or a DATA or FIN if that ACK was lost.
@@ -193,8 +195,7 @@ class ConnectionSetup(abc.ABC):
             if kind is SegmentType.SYN:
                 self._accept_syn(segment, now)
             else:
-                self.stats.unexpected_dropped += 1
-                self._refuse("the first segment was not a SYN")
+                self.stats.unexpected_dropped += 1  # still listening, as a TCP listener would
             return True
         if state is S.SYN_SENT:
             if kind is SegmentType.SYN_ACK and segment.ack == self._space.wrap(self._isn + 1):
@@ -230,7 +231,7 @@ class ConnectionSetup(abc.ABC):
         return False
 
     def _refuse(self, reason: str) -> None:
-        """A listening server gives up on this peer without a word (no connection existed)."""
+        """A listening server refuses this peer's SYN (the caller sent the RST)."""
         self._transition(Trigger.REFUSE)
         self._events.append(ConnectionFailed(reason))
 
