@@ -31,6 +31,7 @@ import logging
 import random
 from collections import deque
 
+from netlab.transport.errors import RemoteProtocolError
 from netlab.transport.events import ConnectionFailed, Event
 from netlab.transport.params import TransportParams, TransportStats
 from netlab.transport.policy import RetransmitPolicy, create_policy
@@ -236,17 +237,13 @@ class ConnectionSetup(abc.ABC):
         self._events.append(ConnectionFailed(reason))
 
     def _accept_syn(self, segment: Segment, now: float) -> None:
-        proposal = decode_syn_options(segment.payload)
-        agreed = negotiate(self._params, proposal)
-        if isinstance(agreed, SynOptions) and segment.seq >> agreed.seq_bits:
-            agreed = f"SYN number {segment.seq} does not fit in k={agreed.seq_bits} bits"
-        if isinstance(agreed, str):
-            log.info("refusing a SYN: %s", agreed)
-            # The RST acknowledges the SYN in the client's own k, so that the client accepts it.
-            bits = proposal.seq_bits if proposal and MIN_SEQ_BITS <= proposal.seq_bits <= MAX_SEQ_BITS else 32
-            ack = (segment.seq + 1) & ((1 << bits) - 1)
-            self._out.append(_encode(SegmentType.RST, 0, 0, ack, 0))
-            self._refuse(f"refused the SYN: {agreed}")
+        try:
+            agreed = self._check_syn(segment)
+        except RemoteProtocolError as exc:
+            log.info("refusing a SYN: %s", exc)
+            if exc.reply is not None:
+                self._out.append(exc.reply)
+            self._refuse(f"refused the SYN: {exc}")
             return
         self._isn = self._rng.randrange(1 << agreed.seq_bits)
         self._peer_isn = segment.seq
@@ -255,9 +252,26 @@ class ConnectionSetup(abc.ABC):
         self._transition(Trigger.SYN_RECEIVED)
         self._send_syn(now)
 
+    def _check_syn(self, segment: Segment) -> SynOptions:
+        """What to agree to for this SYN.
+
+        Raises:
+            RemoteProtocolError: the SYN asks for something illegal; ``reply`` is the RST.
+        """
+        proposal = decode_syn_options(segment.payload)
+        agreed = negotiate(self._params, proposal)
+        if isinstance(agreed, SynOptions) and segment.seq >> agreed.seq_bits:
+            agreed = f"SYN number {segment.seq} does not fit in k={agreed.seq_bits} bits"
+        if isinstance(agreed, str):
+            # The RST acknowledges the SYN in the client's own k, so that the client accepts it.
+            bits = proposal.seq_bits if proposal and MIN_SEQ_BITS <= proposal.seq_bits <= MAX_SEQ_BITS else 32
+            ack = (segment.seq + 1) & ((1 << bits) - 1)
+            raise RemoteProtocolError(agreed, reply=_encode(SegmentType.RST, 0, 0, ack, 0))
+        return agreed
+
     def _accept_syn_ack(self, segment: Segment, now: float) -> None:
         self._peer_isn = segment.seq
-        self._rcv.base = segment.seq + 1  # so that a RST we send is acceptable to the server
+        self._rcv.base = segment.seq + 1  # so that the RST we may send is acceptable to the server
         agreed = decode_syn_options(segment.payload)
         problem = check_agreement(self._proposed, agreed)
         if problem is not None or agreed is None:

@@ -283,3 +283,19 @@ def test_api_misuse() -> None:
     with pytest.raises(LocalProtocolError):
         pair.client.send(b"x")
     pair.client.abort()  # nothing left to abort: no error
+
+
+def test_truncated_and_random_datagrams_are_counted_and_change_nothing() -> None:
+    pair = Pair("sr")
+    pair.handshake()
+    pair.client.send(b"payload")
+    (datagram,) = pair.client.datagrams_to_send(pair.now)
+    junk = [datagram[:-1], datagram[:5], b"", random.Random(0).randbytes(64), datagram + b"\0"]
+    for bad in junk:
+        pair.server.receive_datagram(bad, pair.now)
+    assert pair.server.stats.corrupt_dropped == len(junk)
+    assert pair.server.datagrams_to_send(pair.now) == []
+    assert pair.drain(pair.server) == []
+    assert _state(pair.server) is ConnState.ESTABLISHED
+    pair.server.receive_datagram(datagram, pair.now)
+    assert pair.drain(pair.server) == [DataReceived(b"payload")]
