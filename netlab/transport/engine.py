@@ -153,6 +153,8 @@ class Connection(ConnectionSetup):
         self.stats.segments_received += 1
         if self._state in TERMINAL:
             return
+        if self._params.idle_timeout is not None and self._state is not S.LISTEN:
+            self._idle_deadline = now + self._params.idle_timeout
         segment = decode_segment_untrusted(data)
         if segment is None:
             self.stats.corrupt_dropped += 1
@@ -177,7 +179,12 @@ class Connection(ConnectionSetup):
         if self._state in TERMINAL:
             return None
         best = self._policy.next_deadline()
-        for deadline in (self._handshake_deadline, self._persist_deadline, self._linger_deadline):
+        for deadline in (
+            self._handshake_deadline,
+            self._persist_deadline,
+            self._linger_deadline,
+            self._idle_deadline,
+        ):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
@@ -191,6 +198,9 @@ class Connection(ConnectionSetup):
         if self._linger_deadline is not None and now >= self._linger_deadline:
             self._linger_deadline = None
             self._transition(Trigger.LINGER_EXPIRED)
+            return
+        if self._idle_deadline is not None and now >= self._idle_deadline and self._state is not S.TIME_WAIT:
+            self._fail(f"nothing heard from the peer for {self._params.idle_timeout} s", now)
             return
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
@@ -407,6 +417,7 @@ class Connection(ConnectionSetup):
         if self._state in TERMINAL:
             self._policy.clear_timers()
             self._handshake_deadline = self._linger_deadline = self._persist_deadline = None
+            self._idle_deadline = None
             if self._state is S.CLOSED and trigger is not Trigger.ABORT:
                 self._events.append(Closed())
         elif self._state is S.ESTABLISHED:

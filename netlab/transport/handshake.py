@@ -111,6 +111,7 @@ class ConnectionSetup(abc.ABC):
         self._syn_sent_at: float | None = None  # when the SYN / SYN-ACK went out first
         self._syn_retransmitted = False
         self._handshake_deadline: float | None = None
+        self._idle_deadline: float | None = None  # params.idle_timeout after the latest datagram
         self._setup(self._proposed, snd_base=self._isn + 1, rcv_base=0)
         self._peer_window = 1  # the peer's advertised window, in segments past _peer_ack
 
@@ -164,6 +165,8 @@ class ConnectionSetup(abc.ABC):
             self._send_syn(now)
 
     def _send_syn(self, now: float) -> None:
+        if self._syn_sent_at is None and self._params.idle_timeout is not None:
+            self._idle_deadline = now + self._params.idle_timeout
         self._out.append(self._syn_datagram())
         self._syn_sent_at = now
         self._handshake_deadline = now + self._rto.rto

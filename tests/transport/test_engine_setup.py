@@ -299,3 +299,22 @@ def test_truncated_and_random_datagrams_are_counted_and_change_nothing() -> None
     assert _state(pair.server) is ConnState.ESTABLISHED
     pair.server.receive_datagram(datagram, pair.now)
     assert pair.drain(pair.server) == [DataReceived(b"payload")]
+
+
+def test_idle_timeout_fails_a_receiver_whose_peer_vanished() -> None:
+    pair = Pair("gbn", idle_timeout=30.0)
+    pair.handshake()
+    pair.client.send(bytes(MSS))
+    pair.exchange()
+    # The client goes away for good; the server has nothing to retransmit, only a deadline.
+    assert pair.server.get_timer() == pytest.approx(pair.now + 30.0)
+    pair.fire(pair.server)
+    assert pair.drain(pair.server)[-1] == ConnectionFailed("nothing heard from the peer for 30.0 s")
+    assert _types(pair.flush(pair.server, drop=lambda s: True)) == [RST]
+    assert pair.server.get_timer() is None
+
+
+def test_without_idle_timeout_a_pure_receiver_has_no_timer() -> None:
+    pair = Pair("gbn")
+    pair.handshake()
+    assert pair.server.get_timer() is None
