@@ -290,6 +290,8 @@ class Connection(ConnectionSetup):
         cumulative = self._snd.unwrap_ack(segment.ack)
         if cumulative is not None and cumulative > self._snd.base:
             self._apply_ack(Ack(cumulative, None, segment.window), now)
+            if self._state in TERMINAL:
+                return  # that ACK ended the connection: nothing may follow Closed
         receipt = self._policy.on_data(self._rcv, segment.seq, segment)
         if not receipt.expected:
             self.stats.unexpected_dropped += 1
