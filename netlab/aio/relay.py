@@ -118,7 +118,7 @@ class LinkRelay:
                         if client is None:
                             continue
                     client.last_seen = trio.current_time()
-                    await self._forward(self._upstream, data, client.endpoint, self.target, self.stats.upstream)
+                    await self._forward(self._upstream, self.stats.upstream, data, client.endpoint, self.target)
         finally:
             with trio.CancelScope(shield=True):
                 for client in list(self._clients.values()):
@@ -145,7 +145,7 @@ class LinkRelay:
                     if addr != self.target:
                         continue  # not from the server: a relay socket is no open port
                     client.last_seen = trio.current_time()
-                    await self._forward(self._downstream, data, self.listen, client.addr, self.stats.downstream)
+                    await self._forward(self._downstream, self.stats.downstream, data, self.listen, client.addr)
             self.stats.expired += 1
             log.info("client %s idle for %.0f s, forgotten", client.addr, self._idle_timeout)
         finally:
@@ -155,7 +155,7 @@ class LinkRelay:
                 await client.endpoint.aclose()
 
     async def _forward(
-        self, link: Impairment, data: bytes, via: DatagramEndpoint, dst: Addr, stats: DirectionStats
+        self, link: Impairment, stats: DirectionStats, data: bytes, via: DatagramEndpoint, dst: Addr
     ) -> None:
         stats.received += 1
         now = trio.current_time()

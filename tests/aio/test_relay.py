@@ -111,7 +111,9 @@ async def test_delay_loss_duplication_and_reordering(autojump_clock: trio.testin
         nursery.cancel_scope.cancel()
 
 
-async def test_idle_clients_are_forgotten_and_their_socket_closed(autojump_clock: trio.testing.MockClock) -> None:
+async def test_idle_clients_are_forgotten_and_their_socket_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with MemoryNetwork() as net, trio.open_nursery() as nursery:
         relay, seen = await _start(net, nursery, idle_timeout=30.0)
         client = net.endpoint()
