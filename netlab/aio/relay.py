@@ -60,6 +60,12 @@ class RelayStats:
     downstream: DirectionStats = field(default_factory=DirectionStats)  # server -> client
 
 
+@dataclass(frozen=True)
+class _Direction:
+    link: Impairment
+    stats: DirectionStats
+
+
 @dataclass
 class _Client:
     addr: Addr
@@ -93,8 +99,8 @@ class LinkRelay:
         self.listen = listen
         self.target = target
         self.stats = RelayStats()
-        self._upstream = upstream
-        self._downstream = downstream
+        self._up = _Direction(upstream, self.stats.upstream)
+        self._down = _Direction(downstream, self.stats.downstream)
         self._open_endpoint = open_endpoint
         self._idle_timeout = idle_timeout
         self._max_clients = max_clients
@@ -118,7 +124,7 @@ class LinkRelay:
                         if client is None:
                             continue
                     client.last_seen = trio.current_time()
-                    await self._forward(self._upstream, self.stats.upstream, data, client.endpoint, self.target)
+                    await self._forward(self._up, data, client.endpoint, self.target)
         finally:
             with trio.CancelScope(shield=True):
                 for client in list(self._clients.values()):
@@ -145,7 +151,7 @@ class LinkRelay:
                     if addr != self.target:
                         continue  # not from the server: a relay socket is no open port
                     client.last_seen = trio.current_time()
-                    await self._forward(self._downstream, self.stats.downstream, data, self.listen, client.addr)
+                    await self._forward(self._down, data, self.listen, client.addr)
             self.stats.expired += 1
             log.info("client %s idle for %.0f s, forgotten", client.addr, self._idle_timeout)
         finally:
@@ -154,12 +160,11 @@ class LinkRelay:
             with trio.CancelScope(shield=True):
                 await client.endpoint.aclose()
 
-    async def _forward(
-        self, link: Impairment, stats: DirectionStats, data: bytes, via: DatagramEndpoint, dst: Addr
-    ) -> None:
+    async def _forward(self, direction: _Direction, data: bytes, via: DatagramEndpoint, dst: Addr) -> None:
+        stats = direction.stats
         stats.received += 1
         now = trio.current_time()
-        for arrival, payload in link.transmit(data, now):
+        for arrival, payload in direction.link.transmit(data, now):
             if arrival <= now:
                 await self._send(via, payload, dst, stats)
                 continue
