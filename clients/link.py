@@ -18,7 +18,6 @@ import random
 import secrets
 import sys
 from functools import partial
-from typing import Any
 
 import click
 import trio
@@ -83,23 +82,39 @@ class LinkSettings:
         return ", ".join(parts)
 
 
+#: Short names for the Gilbert-Elliott parameters, as netem's ``gemodel p r 1-h 1-k`` uses them.
+_BURST_ALIASES = {"p": "p_good_to_bad", "r": "p_bad_to_good", "bad": "loss_bad", "good": "loss_good"}
+
+
 def parse_burst(text: str) -> GilbertElliott:
-    """``"p=1%,r=30%"`` (names as in :class:`GilbertElliott`) into the model's parameters.
+    """Gilbert-Elliott burst loss from a flag.
+
+    Two forms: ``"5%/4"`` (a mean loss of 5% in bursts of 4 datagrams on average), or the chain's
+    parameters ``"p=1%,r=30%[,bad=100%,good=0%]"``: p = P(good -> bad), r = P(bad -> good), and
+    the loss probability in each state (the long names of :class:`GilbertElliott` work too).
 
     Raises:
         ValueError: an unknown name, a bad value, or a missing required parameter.
     """
-    known = [f.name for f in dataclasses.fields(GilbertElliott)]
-    values: dict[str, Any] = {}
+    if "/" in text:
+        loss, _, length = text.partition("/")
+        try:
+            mean_burst = float(length)
+        except ValueError:
+            raise ValueError(f"burst length must be a number of datagrams, got {length!r}") from None
+        return GilbertElliott.from_loss(parse_fraction(loss), mean_burst)
+    fields = {f.name for f in dataclasses.fields(GilbertElliott)}
+    values: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or key.strip() not in known:
-            raise ValueError(f"burst parameters are {', '.join(f'{k}=P' for k in known)}; got {item!r}")
-        values[key.strip()] = parse_fraction(value)
+        key, eq, value = (part.strip() for part in item.partition("="))
+        key = _BURST_ALIASES.get(key, key)
+        if not eq or key not in fields:
+            raise ValueError(f"burst is LOSS/LENGTH or p=P,r=P[,bad=P,good=P]; got {item!r}")
+        values[key] = parse_fraction(value)
     try:
         return GilbertElliott(**values)
     except TypeError as exc:
-        raise ValueError(f"incomplete burst parameters {text!r}: {exc}") from exc
+        raise ValueError(f"incomplete burst parameters {text!r} (need at least p and r)") from exc
 
 
 async def serve(
@@ -168,7 +183,7 @@ def summary(stats: RelayStats, models: dict[str, LinkModel]) -> list[str]:
 )
 @click.option("--to", "to", required=True, metavar="HOST:PORT", help="The server datagrams are relayed to.")
 @click.option("--loss", type=FRACTION, default="0", help="Independent loss probability, e.g. 5%.")
-@click.option("--burst", help="Gilbert-Elliott burst loss instead of --loss, e.g. p=1%,r=30%.")
+@click.option("--burst", help="Gilbert-Elliott bursty loss: LOSS/LENGTH (5%/4) or p=1%,r=30%.")
 @click.option("--corrupt", type=FRACTION, default="0", help="Probability a datagram is corrupted.")
 @click.option("--duplicate", type=FRACTION, default="0", help="Probability a datagram arrives twice.")
 @click.option("--reorder", type=FRACTION, default="0", help="Probability a datagram is held back.")
@@ -177,7 +192,13 @@ def summary(stats: RelayStats, models: dict[str, LinkModel]) -> list[str]:
 @click.option("--rate", type=RATE, help="Bottleneck rate, e.g. 10mbit (tc units).")
 @click.option("--queue", type=SIZE, default="64k", show_default=True, help="Bottleneck queue (with --rate).")
 @click.option("--seed", type=int, help="Seed of the random fates (printed when not given).")
-@click.option("--idle-timeout", type=DURATION, default=f"{DEFAULT_IDLE_TIMEOUT:g}s", show_default=True)
+@click.option(
+    "--idle-timeout",
+    type=DURATION,
+    default=f"{DEFAULT_IDLE_TIMEOUT:g}s",
+    show_default=True,
+    help="Forget a client silent this long.",
+)
 def command(
     listen: str,
     to: str,

@@ -95,34 +95,68 @@ async def send_file(
 async def _transfer(stream: RdtStream, file: BinaryIO, size: int, name: str, bar: Bar | None) -> SendResult:
     started = trio.current_time()
     digest = hashlib.sha256()
-
-    def read_and_hash() -> bytes:
-        chunk = file.read(READ_CHUNK)
-        digest.update(chunk)
-        return chunk
-
+    answer: list[Reply | Exception] = []
+    answered = trio.Event()
+    failure: Exception | None = None
     async with trio.open_nursery() as nursery:
         if bar is not None:
             nursery.start_soon(_show_progress, stream, bar)
-        await stream.send_all(encode_request(size, name))
-        sent = 0
-        while chunk := await trio.to_thread.run_sync(read_and_hash):
-            sent += len(chunk)
-            if sent > size:
-                break
-            await stream.send_all(chunk)
-        if sent != size:
-            raise TransferError(f"the file changed while being sent ({size} bytes, then {sent})")
-        await stream.send_eof()
-        reply = await _read_reply(stream)
-        elapsed = trio.current_time() - started
+        with trio.CancelScope() as sending:
+            # The receiver may refuse early (too big, name taken, disk full): listen while sending.
+            nursery.start_soon(_watch_for_answer, stream, answer, answered, sending)
+            try:
+                await _send_body(stream, file, size, name, digest)
+            except (trio.BrokenResourceError, TransferError) as exc:
+                failure = exc
+        if failure is None:
+            await answered.wait()
         nursery.cancel_scope.cancel()
+    elapsed = trio.current_time() - started
+    reply = answer[0] if answer else failure
+    if isinstance(reply, Exception):
+        raise reply
+    assert reply is not None
     if not reply.ok:
         raise TransferError(f"the receiver refused the file: {reply.reason}")
     if (reply.size, reply.sha256) != (size, digest.hexdigest()):
         raise TransferError(f"the receiver stored {reply.size} bytes with SHA-256 {reply.sha256}, not ours")
     await stream.aclose()
     return SendResult(reply, size, elapsed, stream)
+
+
+async def _send_body(stream: RdtStream, file: BinaryIO, size: int, name: str, digest: hashlib._Hash) -> None:
+    """The header line, the file's bytes (read and hashed in a worker thread), and EOF."""
+
+    def read_and_hash() -> bytes:
+        chunk = file.read(READ_CHUNK)
+        digest.update(chunk)
+        return chunk
+
+    await stream.send_all(encode_request(size, name))
+    sent = 0
+    while chunk := await trio.to_thread.run_sync(read_and_hash):
+        sent += len(chunk)
+        if sent > size:
+            break
+        await stream.send_all(chunk)
+    if sent != size:
+        raise TransferError(f"the file changed while being sent ({size} bytes, then {sent})")
+    await stream.send_eof()
+
+
+async def _watch_for_answer(
+    stream: RdtStream, answer: list[Reply | Exception], answered: trio.Event, sending: trio.CancelScope
+) -> None:
+    try:
+        reply = await _read_reply(stream)
+    except (trio.BrokenResourceError, TransferError) as exc:
+        answer.append(exc)
+    else:
+        answer.append(reply)
+        if not reply.ok:
+            sending.cancel()
+    finally:
+        answered.set()
 
 
 async def _read_reply(stream: RdtStream) -> Reply:

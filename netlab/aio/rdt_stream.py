@@ -351,7 +351,7 @@ class RdtStream(trio.abc.HalfCloseableStream):
                 self._eof_received = True
             elif isinstance(event, ConnectionFailed):
                 self._failure = event.reason
-                log.info("connection with %s failed: %s", self.peer, event.reason)
+                log.debug("connection with %s failed: %s", self.peer, event.reason)
             elif isinstance(event, Closed):
                 log.debug("connection with %s closed", self.peer)
         free = conn.send_buffer_free

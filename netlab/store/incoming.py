@@ -29,6 +29,16 @@ FLUSH_BYTES = 1 << 20  # buffer this much before a worker thread writes it
 MAX_VARIANTS = 1000  # "name-1.ext" ... "name-999.ext" before giving up
 
 
+def _current_umask() -> int:
+    # The only way to read the umask is to set it; done once, at import, before any threads.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 class NameTaken(FileExistsError):
     """Every name the file could be stored under already exists."""
 
@@ -98,6 +108,8 @@ class IncomingFile:
         return path
 
     def _sync_and_link(self, name: str, unique: bool) -> Path:
+        # mkstemp makes the file private (0600); a received file gets the usual 0666 & ~umask.
+        os.fchmod(self._fd, 0o666 & ~_UMASK)
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
