@@ -29,7 +29,7 @@ def test_send_to_recv_stores_the_exact_file(tmp_path: Path, protocol: str) -> No
     for line in ("goodput", "retransmissions", "RTT estimate", "dropped as corrupt"):
         assert line in sent.stdout
         assert line in recv_out
-    assert f"received 'source.bin'" in recv_out
+    assert "received 'source.bin'" in recv_out
     assert f"{protocol}, window" in sent.stdout
 
 

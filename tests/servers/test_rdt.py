@@ -112,7 +112,7 @@ async def test_a_sender_that_vanishes_leaves_nothing(tmp_path: Path) -> None:
         await _receiver(net, nursery, tmp_path, results)
         stream = await open_rdt_stream(*SERVER, PARAMS, endpoint=net.endpoint())
         await stream.send_all(encode_request(50_000, "partial.bin") + b"x" * 20_000)
-        while not any(tmp_path.iterdir()):  # the temporary file exists while bytes arrive
+        while not _files(tmp_path):  # the temporary file exists while bytes arrive
             await trio.sleep(0.001)
         stream.abort()
         while not results:
