@@ -219,6 +219,8 @@ def command(
     rdt = load_config(config_file, {"rdt": overrides}).rdt
     try:
         host, port = parse_hostport(to or rdt.listen, default_port=9001)
+        if port == 0:
+            raise ValueError("the receiver's port cannot be 0")
         segment = rdt.mss or default_mss(host)
         params = TransportParams(
             protocol=rdt.protocol,

@@ -30,11 +30,12 @@ __all__ = ["Bar", "TransferSummary", "progress"]
 
 
 class Bar(Protocol):
-    def update(self, completed: int) -> None: ...
+    def update(self, completed: int, total: int | None = None) -> None:
+        """Show ``completed`` bytes (of ``total``, when it becomes known)."""
 
 
 class _NoBar:
-    def update(self, completed: int) -> None:
+    def update(self, completed: int, total: int | None = None) -> None:
         pass
 
 
@@ -43,7 +44,9 @@ class _RichBar:
         self._bar = bar
         self._task = task
 
-    def update(self, completed: int) -> None:
+    def update(self, completed: int, total: int | None = None) -> None:
+        if total is not None:
+            self._bar.update(self._task, total=total)  # type: ignore[arg-type]
         self._bar.update(self._task, completed=completed)  # type: ignore[arg-type]
 
 

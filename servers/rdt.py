@@ -16,6 +16,7 @@ and exits 0, or non-zero with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from netlab.proto.rdt_file import (
 from netlab.store.incoming import IncomingFile
 from netlab.transport.engine import TransportParams
 from netlab.transport.segment import MAX_MSS
-from netlab.ui import TransferSummary
+from netlab.ui import Bar, TransferSummary, progress
 from netlab.units import SIZE
 
 __all__ = ["Transfer", "command", "receive_transfer", "serve", "service"]
@@ -92,11 +93,13 @@ async def receive_transfer(
     max_size: int,
     idle_timeout: float,
     out_name: str | None = None,
+    bar: Bar | None = None,
 ) -> Transfer:
     """Receive one file from ``stream`` into ``directory`` and answer OK or ERR.
 
     Args:
         out_name: store under exactly this name (failing if it exists) instead of the sender's.
+        bar: shows the bytes received.
     """
     peer = format_hostport(*stream.peer)
     started = trio.current_time()
@@ -114,7 +117,10 @@ async def receive_transfer(
                     incoming = await IncomingFile.create(directory)
                 elif isinstance(event, FileData):
                     assert incoming is not None
+                    assert header is not None
                     await incoming.write(event.data)
+                    if bar is not None:
+                        bar.update(incoming.size, header.size)
                 elif isinstance(event, FileEnd):
                     assert incoming is not None
                     assert header is not None
@@ -177,6 +183,7 @@ async def serve(
     *,
     out_file: Path | None = None,
     on_transfer: Callable[[Transfer, RdtStream], None] | None = None,
+    bar: Bar | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive files until ``lifetime`` stops (or, with ``out_file``, after one transfer)."""
@@ -194,7 +201,12 @@ async def serve(
 
     async def handler(stream: RdtStream) -> None:
         transfer = await receive_transfer(
-            stream, directory, max_size=rdt.max_size, idle_timeout=rdt.idle_timeout, out_name=out_name
+            stream,
+            directory,
+            max_size=rdt.max_size,
+            idle_timeout=rdt.idle_timeout,
+            out_name=out_name,
+            bar=bar,
         )
         if on_transfer is not None:
             on_transfer(transfer, stream)
@@ -267,16 +279,19 @@ def command(
             click.echo(line)
         sys.stdout.flush()
 
-    serve_fn = partial(serve, config, out_file=out_file, on_transfer=on_transfer)
     try:
-        trio.run(
-            partial(
-                run_services,
-                [Service("rdt", serve_fn)],
-                grace_period=config.general.grace_period,
-                on_started=on_started,
+        # A progress bar only makes sense for the one transfer of --out (and only on a terminal).
+        showing = progress(f"receiving {out_file.name}", None) if out_file else contextlib.nullcontext(None)
+        with showing as bar:
+            serve_fn = partial(serve, config, out_file=out_file, on_transfer=on_transfer, bar=bar)
+            trio.run(
+                partial(
+                    run_services,
+                    [Service("rdt", serve_fn)],
+                    grace_period=config.general.grace_period,
+                    on_started=on_started,
+                )
             )
-        )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.rdt.listen}: {exc.strerror or exc}") from exc
     if out_file is not None and not (results and results[0].ok):

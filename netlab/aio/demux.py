@@ -148,6 +148,6 @@ class PeerDemux:
         await stopping.wait()
         self._accepting = False
         if self._inboxes:
-            log.info("waiting for %d session(s) to finish", len(self._inboxes))
+            log.debug("waiting for %d session(s) to finish", len(self._inboxes))
             await self._idle.wait()
         scope.cancel()

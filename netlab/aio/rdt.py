@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: What a server does with each established connection.
 Handler = Callable[[RdtStream], Awaitable[None]]
 
-INBOX_SIZE = 512  # datagrams queued for one connection's driver before drops
+INBOX_SIZE = 128  # datagrams queued for one connection's driver before drops (<= 8 MiB)
 
 
 async def resolve_udp(host: str, port: int) -> Addr:

@@ -31,11 +31,13 @@ A ``ConnectionFailed`` event (retry limit, RST, refused handshake) becomes
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 
 import trio
 
+from netlab.addr import format_hostport
 from netlab.aio.endpoint import Addr, DatagramEndpoint
 from netlab.transport.engine import Connection, ConnState
 from netlab.transport.events import Closed, Connected, ConnectionFailed, DataReceived, EndOfData
@@ -309,6 +311,10 @@ class RdtStream(trio.abc.HalfCloseableStream):
                     conn.handle_timer(now)
         except trio.EndOfChannel:
             self._failure = "the listener stopped"
+        except OSError as exc:
+            # The socket itself refuses (no route, a bad address): nothing more can be sent.
+            self._failure = f"cannot send to {format_hostport(*self.peer)}: {exc.strerror or exc}"
+            conn.abort()
         except BaseException:
             await self._reset_on_the_way_out()
             raise
@@ -370,6 +376,6 @@ class RdtStream(trio.abc.HalfCloseableStream):
         self.connection.abort()
         if self._failure is None:
             self._failure = "the connection was cancelled"
-        with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE):
+        with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_GRACE), contextlib.suppress(OSError):
             for datagram in self.connection.datagrams_to_send(trio.current_time()):
                 await self.endpoint.sendto(datagram, self.peer)

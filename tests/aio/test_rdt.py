@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 
@@ -214,6 +215,21 @@ async def test_nothing_listening_fails_with_the_reason(autojump_clock: trio.test
             await open_rdt_stream(*SERVER, params, endpoint=net.endpoint())
         # 0.5 + 1 + 2 + 4 seconds of doubling timeouts, then give up.
         assert trio.current_time() - start == pytest.approx(7.5, abs=0.01)
+
+
+class _Unreachable(_SlowSender):
+    """An endpoint whose every send fails, as with no route to the host."""
+
+    async def sendto(self, data: bytes, addr: Addr) -> None:
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+
+async def test_a_socket_that_cannot_send_fails_the_connection(autojump_clock: trio.testing.MockClock) -> None:
+    async with MemoryNetwork() as net:
+        with pytest.raises(
+            trio.BrokenResourceError, match=r"cannot send to 127\.0\.0\.1:9001: Network is unreachable"
+        ):
+            await open_rdt_stream(*SERVER, PARAMS, endpoint=_Unreachable(net.endpoint()))
 
 
 async def test_backpressure_and_flow_control(autojump_clock: trio.testing.MockClock) -> None:

@@ -78,6 +78,7 @@ def test_receiver_refusal_fails_both_sides(tmp_path: Path) -> None:
         (["--protocol", "gbn", "--seq-bits", "3", "--window", "8"], "allows a window of 1..7"),
         (["--mss", "100k"], "mss must be"),
         (["--to", "127.0.0.1:99999"], "bad port"),
+        (["--to", "127.0.0.1:0"], "port cannot be 0"),
     ],
 )
 def test_send_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
