@@ -76,6 +76,7 @@ class Connection(ConnectionSetup):
         self._eof_requested = False
         self._fin_seq: int | None = None  # absolute number of our FIN once sent
         self._rx_pending = 0  # bytes in DataReceived events the application has not taken
+        self._read_since_ack = False  # the application took data since our latest segment
         self._advertised = 0  # the window (segments) in our latest segment
         self._linger_deadline: float | None = None
         self._persist_deadline: float | None = None
@@ -142,7 +143,7 @@ class Connection(ConnectionSetup):
         event = self._events.popleft()
         if type(event) is DataReceived:
             self._rx_pending -= len(event.data)
-            self._maybe_window_update()
+            self._read_since_ack = True
         return event
 
     # -- network and timer -----------------------------------------------------------------------
@@ -152,12 +153,12 @@ class Connection(ConnectionSetup):
         self.stats.segments_received += 1
         if self._state in TERMINAL:
             return
+        if self._params.idle_timeout is not None and self._state is not S.LISTEN:
+            self._idle_deadline = now + self._params.idle_timeout
         segment = decode_segment_untrusted(data)
         if segment is None:
             self.stats.corrupt_dropped += 1
             log.debug("dropped a corrupt or truncated datagram of %d bytes", len(data))
-            if self._state is S.LISTEN:
-                self._refuse("the first datagram was not a SYN")
             return
         if not self._handle_handshake(segment, now):
             self._DISPATCH[segment.type](self, segment, now)
@@ -165,6 +166,8 @@ class Connection(ConnectionSetup):
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Every datagram due now: control segments and retransmissions first, then new data."""
         self._maybe_send_syn(now)
+        if self._read_since_ack:
+            self._maybe_window_update()
         out, self._out = self._out, []
         if self._state in SENDING:
             self._fill(out, now)
@@ -176,7 +179,12 @@ class Connection(ConnectionSetup):
         if self._state in TERMINAL:
             return None
         best = self._policy.next_deadline()
-        for deadline in (self._handshake_deadline, self._persist_deadline, self._linger_deadline):
+        for deadline in (
+            self._handshake_deadline,
+            self._persist_deadline,
+            self._linger_deadline,
+            self._idle_deadline,
+        ):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best
@@ -190,6 +198,9 @@ class Connection(ConnectionSetup):
         if self._linger_deadline is not None and now >= self._linger_deadline:
             self._linger_deadline = None
             self._transition(Trigger.LINGER_EXPIRED)
+            return
+        if self._idle_deadline is not None and now >= self._idle_deadline and self._state is not S.TIME_WAIT:
+            self._fail(f"nothing heard from the peer for {self._params.idle_timeout} s", now)
             return
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
@@ -279,6 +290,8 @@ class Connection(ConnectionSetup):
         cumulative = self._snd.unwrap_ack(segment.ack)
         if cumulative is not None and cumulative > self._snd.base:
             self._apply_ack(Ack(cumulative, None, segment.window), now)
+            if self._state in TERMINAL:
+                return  # that ACK ended the connection: nothing may follow Closed
         receipt = self._policy.on_data(self._rcv, segment.seq, segment)
         if not receipt.expected:
             self.stats.unexpected_dropped += 1
@@ -363,16 +376,19 @@ class Connection(ConnectionSetup):
         return max(0, min(self._rcv.size, free // self._mss))
 
     def _maybe_window_update(self) -> None:
-        """After the application read data, tell the peer if our window opened by half or more."""
+        """The application read data: tell the peer if our window opened from zero or by half."""
+        self._read_since_ack = False
         if self._state not in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
             return
         window = self._receive_window()
-        if window - self._advertised >= max(1, self._rcv.size // 2) or (self._advertised == 0 < window):
+        full = max(1, min(self._rcv.size, self._params.receive_buffer // self._mss))
+        if window - self._advertised >= max(1, full // 2) or (self._advertised == 0 < window):
             self._send_ack(None)
 
     def _send_ack(self, selective: int | None) -> None:
         window = self._receive_window()
         self._advertised = window
+        self._read_since_ack = False
         space = self._space
         if selective is None:
             seq, flags = space.wrap(self._snd.next), 0
@@ -403,6 +419,7 @@ class Connection(ConnectionSetup):
         if self._state in TERMINAL:
             self._policy.clear_timers()
             self._handshake_deadline = self._linger_deadline = self._persist_deadline = None
+            self._idle_deadline = None
             if self._state is S.CLOSED and trigger is not Trigger.ABORT:
                 self._events.append(Closed())
         elif self._state is S.ESTABLISHED:

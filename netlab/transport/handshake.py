@@ -8,6 +8,8 @@ Strategy (RFC 9293 section 3.5, reduced to what a datagram transport needs):
    and answers with a SYN-ACK that acknowledges ISN+1 and carries what it agreed to: the client's
    protocol and k, and the smaller window and mss of the two.  A proposal it cannot accept gets a
    RST.
+   A listener should create a server connection only for a datagram that decodes as a SYN;
+   anything else reaching ``LISTEN`` is counted and ignored.
 3. The client checks the SYN-ACK (``check_agreement``: nothing it did not ask for), adopts the
    agreed values and acknowledges.  The server is established on the first segment that
    acknowledges its ISN+1: the ACK, or a DATA or FIN if that ACK was lost.
@@ -29,6 +31,7 @@ import logging
 import random
 from collections import deque
 
+from netlab.transport.errors import RemoteProtocolError
 from netlab.transport.events import ConnectionFailed, Event
 from netlab.transport.params import TransportParams, TransportStats
 from netlab.transport.policy import RetransmitPolicy, create_policy
@@ -108,6 +111,7 @@ class ConnectionSetup(abc.ABC):
         self._syn_sent_at: float | None = None  # when the SYN / SYN-ACK went out first
         self._syn_retransmitted = False
         self._handshake_deadline: float | None = None
+        self._idle_deadline: float | None = None  # params.idle_timeout after the latest datagram
         self._setup(self._proposed, snd_base=self._isn + 1, rcv_base=0)
         self._peer_window = 1  # the peer's advertised window, in segments past _peer_ack
 
@@ -161,6 +165,8 @@ class ConnectionSetup(abc.ABC):
             self._send_syn(now)
 
     def _send_syn(self, now: float) -> None:
+        if self._syn_sent_at is None and self._params.idle_timeout is not None:
+            self._idle_deadline = now + self._params.idle_timeout
         self._out.append(self._syn_datagram())
         self._syn_sent_at = now
         self._handshake_deadline = now + self._rto.rto
@@ -193,8 +199,7 @@ class ConnectionSetup(abc.ABC):
             if kind is SegmentType.SYN:
                 self._accept_syn(segment, now)
             else:
-                self.stats.unexpected_dropped += 1
-                self._refuse("the first segment was not a SYN")
+                self.stats.unexpected_dropped += 1  # still listening, as a TCP listener would
             return True
         if state is S.SYN_SENT:
             if kind is SegmentType.SYN_ACK and segment.ack == self._space.wrap(self._isn + 1):
@@ -230,22 +235,18 @@ class ConnectionSetup(abc.ABC):
         return False
 
     def _refuse(self, reason: str) -> None:
-        """A listening server gives up on this peer without a word (no connection existed)."""
+        """A listening server refuses this peer's SYN (the caller sent the RST)."""
         self._transition(Trigger.REFUSE)
         self._events.append(ConnectionFailed(reason))
 
     def _accept_syn(self, segment: Segment, now: float) -> None:
-        proposal = decode_syn_options(segment.payload)
-        agreed = negotiate(self._params, proposal)
-        if isinstance(agreed, SynOptions) and segment.seq >> agreed.seq_bits:
-            agreed = f"SYN number {segment.seq} does not fit in k={agreed.seq_bits} bits"
-        if isinstance(agreed, str):
-            log.info("refusing a SYN: %s", agreed)
-            # The RST acknowledges the SYN in the client's own k, so that the client accepts it.
-            bits = proposal.seq_bits if proposal and MIN_SEQ_BITS <= proposal.seq_bits <= MAX_SEQ_BITS else 32
-            ack = (segment.seq + 1) & ((1 << bits) - 1)
-            self._out.append(_encode(SegmentType.RST, 0, 0, ack, 0))
-            self._refuse(f"refused the SYN: {agreed}")
+        try:
+            agreed = self._check_syn(segment)
+        except RemoteProtocolError as exc:
+            log.info("refusing a SYN: %s", exc)
+            if exc.reply is not None:
+                self._out.append(exc.reply)
+            self._refuse(f"refused the SYN: {exc}")
             return
         self._isn = self._rng.randrange(1 << agreed.seq_bits)
         self._peer_isn = segment.seq
@@ -254,9 +255,26 @@ class ConnectionSetup(abc.ABC):
         self._transition(Trigger.SYN_RECEIVED)
         self._send_syn(now)
 
+    def _check_syn(self, segment: Segment) -> SynOptions:
+        """What to agree to for this SYN.
+
+        Raises:
+            RemoteProtocolError: the SYN asks for something illegal; ``reply`` is the RST.
+        """
+        proposal = decode_syn_options(segment.payload)
+        agreed = negotiate(self._params, proposal)
+        if isinstance(agreed, SynOptions) and segment.seq >> agreed.seq_bits:
+            agreed = f"SYN number {segment.seq} does not fit in k={agreed.seq_bits} bits"
+        if isinstance(agreed, str):
+            # The RST acknowledges the SYN in the client's own k, so that the client accepts it.
+            bits = proposal.seq_bits if proposal and MIN_SEQ_BITS <= proposal.seq_bits <= MAX_SEQ_BITS else 32
+            ack = (segment.seq + 1) & ((1 << bits) - 1)
+            raise RemoteProtocolError(agreed, reply=_encode(SegmentType.RST, 0, 0, ack, 0))
+        return agreed
+
     def _accept_syn_ack(self, segment: Segment, now: float) -> None:
         self._peer_isn = segment.seq
-        self._rcv.base = segment.seq + 1  # so that a RST we send is acceptable to the server
+        self._rcv.base = segment.seq + 1  # so that the RST we may send is acceptable to the server
         agreed = decode_syn_options(segment.payload)
         problem = check_agreement(self._proposed, agreed)
         if problem is not None or agreed is None:

@@ -42,6 +42,10 @@ class TransportParams:
         send_buffer: bytes the application may have queued and unacknowledged (backpressure).
         receive_buffer: bytes of received data the application may leave unread before the
             advertised window closes (flow control).
+        idle_timeout: seconds without any datagram from the peer after which a connection
+            fails, or ``None`` (the default) to wait for ever.  The retry limit only covers a
+            side with something to retransmit; a side that only receives learns that its peer
+            vanished from this timeout (there are no keepalives).
     """
 
     protocol: str = "sr"
@@ -55,6 +59,7 @@ class TransportParams:
     linger: float = 2.0
     send_buffer: int = 1 << 20
     receive_buffer: int = 1 << 22
+    idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOL_CODES:
@@ -77,6 +82,8 @@ class TransportParams:
             raise ValueError(f"linger must be >= 0 seconds, got {self.linger}")
         if self.send_buffer < 1:
             raise ValueError(f"send_buffer must be >= 1 byte, got {self.send_buffer}")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ValueError(f"idle_timeout must be > 0 seconds or None, got {self.idle_timeout}")
         if self.receive_buffer < self.mss:
             raise ValueError(f"receive_buffer ({self.receive_buffer}) must hold one mss ({self.mss})")
 

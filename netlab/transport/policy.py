@@ -127,7 +127,7 @@ class RetransmitPolicy(abc.ABC):
         duplicate = (
             ack.cumulative == base_before == window.base
             and window.in_flight > 0
-            and ack.window == self._last_window
+            and (self._last_window is None or ack.window == self._last_window)
         )
         self._last_window = ack.window
         if duplicate:
