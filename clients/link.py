@@ -22,9 +22,9 @@ from functools import partial
 import click
 import trio
 
-from netlab.addr import format_hostport, is_loopback, parse_hostport
+from netlab.addr import format_hostport, parse_hostport
 from netlab.aio.endpoint import open_udp_endpoint
-from netlab.aio.rdt import resolve_udp
+from netlab.aio.rdt import bind_address_for, resolve_udp
 from netlab.aio.relay import DEFAULT_IDLE_TIMEOUT, LinkRelay, RelayStats
 from netlab.aio.shutdown import Lifetime, Service, run_services
 from netlab.link.model import GilbertElliott, LinkModel
@@ -130,11 +130,7 @@ async def serve(
 ) -> None:
     """Relay from ``listen`` to ``target`` until the lifetime stops; fills ``stats`` and ``models``."""
     server = await resolve_udp(*target)
-    # Relay sockets speak to the server: on loopback when it is there, else from any address.
-    if is_loopback(server[0]):
-        local = "::1" if ":" in server[0] else "127.0.0.1"
-    else:
-        local = "::" if ":" in server[0] else "0.0.0.0"
+    local = bind_address_for(server[0])  # relay sockets speak to the server
     models["up"], models["down"] = settings.model("up"), settings.model("down")
     endpoint = await open_udp_endpoint(*listen, rcvbuf=RELAY_SOCKET_BUFFER, sndbuf=RELAY_SOCKET_BUFFER)
     relay = LinkRelay(

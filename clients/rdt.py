@@ -80,8 +80,9 @@ async def send_file(
         size = os.fstat(file.fileno()).st_size
         try:
             stream = await open_rdt_stream(host, port, params)
-        except trio.BrokenResourceError as exc:
-            raise TransferError(f"cannot connect to {format_hostport(host, port)}: {exc}") from exc
+        except (trio.BrokenResourceError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise TransferError(f"cannot connect to {format_hostport(host, port)}: {reason}") from exc
         try:
             return await _transfer(stream, file, size, name or path.name, bar)
         except trio.BrokenResourceError as exc:

@@ -26,13 +26,14 @@ from functools import partial
 
 import trio
 
+from netlab.addr import is_loopback
 from netlab.aio.demux import DEFAULT_MAX_SESSIONS, PeerDemux, Session
 from netlab.aio.endpoint import Addr, DatagramEndpoint, open_udp_endpoint
 from netlab.aio.rdt_stream import DEFAULT_RECEIVE_BUFFER, RdtStream, socket_buffer_size
 from netlab.transport.engine import Connection, Role, TransportParams
 from netlab.transport.segment import SegmentType, decode_segment_untrusted
 
-__all__ = ["Handler", "RdtListener", "open_rdt_stream", "resolve_udp"]
+__all__ = ["Handler", "RdtListener", "bind_address_for", "open_rdt_stream", "resolve_udp"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,14 @@ async def resolve_udp(host: str, port: int) -> Addr:
         raise OSError(f"no address for {host}")
     sockaddr = infos[0][4]
     return str(sockaddr[0]), int(sockaddr[1])
+
+
+def bind_address_for(peer_host: str) -> str:
+    """Where a socket that talks to ``peer_host`` should be bound: loopback for a loopback peer
+    (nothing off the host can reach it), else every address of the peer's family."""
+    if is_loopback(peer_host):
+        return "::1" if ":" in peer_host else "127.0.0.1"
+    return "::" if ":" in peer_host else "0.0.0.0"
 
 
 async def open_rdt_stream(
@@ -83,8 +92,7 @@ async def open_rdt_stream(
     if endpoint is None:
         peer = await resolve_udp(host, port)
         size = socket_buffer_size(params.window, params.mss)
-        local = "::" if ":" in peer[0] else "0.0.0.0"
-        endpoint = await open_udp_endpoint(local, 0, rcvbuf=size, sndbuf=size)
+        endpoint = await open_udp_endpoint(bind_address_for(peer[0]), 0, rcvbuf=size, sndbuf=size)
     else:
         peer = (host, port)
     connection = Connection(

@@ -8,8 +8,8 @@ task per timer: the machine keeps every retransmission deadline itself and repor
 
 The application talks to the :class:`RdtStream`, a ``trio.abc.HalfCloseableStream``.  Its
 methods never do I/O: ``send_all`` queues bytes in the machine and *kicks* the driver, which
-means cancelling the driver's wait (moving a cancel scope's deadline costs ~2 us, far less than
-a channel round trip), so the new segments leave at once.  Backpressure is the machine's send
+means cancelling the cancel scope the driver waits in (a few microseconds, and no second channel
+to wait on), so the new segments leave at once.  Backpressure is the machine's send
 buffer: ``send_all`` parks until ``send_buffer_free`` has room, and the driver unparks it when
 acknowledgments free some.  Received bytes wait in a bounded buffer; when it is full the driver
 leaves further data in the machine, whose advertised window then shrinks until the application
@@ -93,6 +93,7 @@ class RdtStream(trio.abc.HalfCloseableStream):
         self._receive_limit = receive_buffer
         # Application side.
         self._chunks: collections.deque[bytes] = collections.deque()
+        self._head_offset = 0  # bytes of the first chunk already read
         self._buffered = 0
         self._eof_received = False
         self._eof_sent = False
@@ -220,10 +221,15 @@ class RdtStream(trio.abc.HalfCloseableStream):
                 if self._finished.is_set():
                     raise trio.BrokenResourceError("the connection ended without the peer's EOF")
                 await self._lot.park()
-            chunk = self._chunks.popleft()
-            if max_bytes is not None and len(chunk) > max_bytes:
-                chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
-                self._chunks.appendleft(rest)
+            head, start = self._chunks[0], self._head_offset
+            end = len(head) if max_bytes is None else min(len(head), start + max_bytes)
+            # Slice only what is returned: small reads of a large segment stay linear.
+            chunk = head if start == 0 and end == len(head) else head[start:end]
+            if end == len(head):
+                self._chunks.popleft()
+                self._head_offset = 0
+            else:
+                self._head_offset = end
             was_full = self._buffered >= self._receive_limit
             self._buffered -= len(chunk)
             if was_full and self._buffered < self._receive_limit:
@@ -245,6 +251,7 @@ class RdtStream(trio.abc.HalfCloseableStream):
             return
         self._closed_locally = True
         self._chunks.clear()
+        self._head_offset = 0
         self._buffered = 0
         self._lot.unpark_all()
         try:

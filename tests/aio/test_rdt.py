@@ -321,3 +321,19 @@ async def test_misuse_is_reported(autojump_clock: trio.testing.MockClock) -> Non
         with pytest.raises(trio.ClosedResourceError):
             await stream.receive_some()
         nursery.cancel_scope.cancel()
+
+
+async def test_small_reads_of_large_segments(autojump_clock: trio.testing.MockClock) -> None:
+    data = random.Random(9).randbytes(20_000)
+    async with MemoryNetwork() as net, trio.open_nursery() as nursery:
+        await start_listener(net, nursery, echo)
+        stream = await open_rdt_stream(*SERVER, PARAMS, endpoint=net.endpoint(), nursery=nursery)
+        await stream.send_all(data)
+        await stream.send_eof()
+        got = bytearray()
+        sizes = [1, 7, 999, 1000, 1001, 4096]
+        while chunk := await stream.receive_some(sizes[len(got) % len(sizes)]):
+            assert 1 <= len(chunk) <= sizes[(len(got)) % len(sizes)]
+            got += chunk
+        assert got == data
+        nursery.cancel_scope.cancel()
