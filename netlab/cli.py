@@ -27,7 +27,7 @@ __all__ = ["LazyGroup", "config_option", "load_config", "main"]
 
 #: Services ``netlab up`` starts, in order: "module:factory", each ``factory(config)`` returning
 #: a :class:`Service` or None when the service is disabled in the configuration.
-SERVICES: Sequence[str] = ()
+SERVICES: Sequence[str] = ("servers.rdt:service",)
 
 
 class LazyGroup(click.Group):

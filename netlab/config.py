@@ -61,10 +61,22 @@ class RdtConfig:
     listen: str = "127.0.0.1:9001"
     #: Where received files are written; empty means ``<data_dir>/rdt``.
     out_dir: str = ""
+    #: What ``netlab rdt send`` asks for by default ("gbn", "sr" or "saw"); the receiver
+    #: serves all three.
     protocol: str = "sr"
+    #: The sender's window and sequence-number bits; for the receiver, the largest it accepts.
     window: int = 32
     seq_bits: int = 16
     max_retries: int = 10
+    #: Bytes of payload per segment for ``netlab rdt send``; 0 picks 60 KiB towards a loopback
+    #: address and 1200 (fits any IPv6 path) elsewhere.
+    mss: int = 0
+    #: The largest file the receiver accepts, in bytes.
+    max_size: int = 1 << 30
+    #: Transfers received at once; more senders are refused until one finishes.
+    max_connections: int = 64
+    #: Seconds a transfer may go without receiving a byte before the receiver gives up.
+    idle_timeout: float = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
