@@ -77,7 +77,7 @@ def load_config(
 
 @click.group(
     cls=LazyGroup,
-    lazy={},
+    lazy={"link": "clients.link:command"},
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="netlab")
@@ -93,7 +93,7 @@ def main(log_level: str) -> None:
     setup_logging(log_level)
 
 
-@main.group(cls=LazyGroup, lazy={})
+@main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
 def rdt() -> None:
     """Reliable transport over UDP (Go-Back-N, Selective Repeat, stop-and-wait)."""
 
