@@ -29,9 +29,11 @@ from __future__ import annotations
 import copy
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib.buffer import BufferError
+from dnslib.dns import RD, RDMAP
 from dnslib.label import DNSBuffer
 
 __all__ = [
@@ -228,6 +230,22 @@ def parse_message_untrusted(data: bytes) -> DNSRecord:
         )
     answers, authority, additional = sections
     return DNSRecord(header, questions, answers, auth=authority, ar=additional)
+
+
+def rdata_from_wire(rtype: int, wire: bytes) -> Any:
+    """The dnslib RDATA object for ``wire`` (uncompressed) of type ``rtype``; unknown types stay opaque.
+
+    Raises:
+        RemoteProtocolError: the RDATA is malformed for its type.
+    """
+    buffer = _StrictBuffer(wire)
+    try:
+        rdata = RDMAP.get(QTYPE.get(rtype), RD).parse(buffer, len(wire))
+    except Exception as exc:  # as in parse_message_untrusted: any dnslib error
+        raise RemoteProtocolError(f"malformed {QTYPE.get(rtype)} RDATA: {exc}") from None
+    if buffer.remaining():
+        raise RemoteProtocolError(f"{buffer.remaining()} octets after the {QTYPE.get(rtype)} RDATA")
+    return rdata
 
 
 def _first(questions: list[DNSQuestion]) -> DNSQuestion | None:
