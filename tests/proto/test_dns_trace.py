@@ -87,8 +87,18 @@ def steps(events: list[TraceEvent]) -> list[str]:
     return out
 
 
-def trace_of(name: str, qtype: str = "A", seed: int = 1, **kwargs: int) -> Trace:
-    return Trace(name, getattr(QTYPE, qtype), HINTS, port=PORT, rng=random.Random(seed), **kwargs)
+def trace_of(
+    name: str, qtype: str = "A", *, seed: int = 1, timeout: float = 2.0, max_queries: int = 64
+) -> Trace:
+    return Trace(
+        name,
+        getattr(QTYPE, qtype),
+        HINTS,
+        port=PORT,
+        rng=random.Random(seed),
+        timeout=timeout,
+        max_queries=max_queries,
+    )
 
 
 def test_down_from_the_root(lab: dict[str, Authority | None]) -> None:
