@@ -109,15 +109,21 @@ def wait_until_answering(port: int, deadline: float = 20.0) -> None:
     raise SystemExit(f"no server answering on port {port}")
 
 
-def start_netlab(port: int, workers: int) -> subprocess.Popen[bytes]:
+def pinned(cpu: int | None, args: list[str]) -> list[str]:
+    """``args`` run on one CPU (``taskset``), so server and load generator do not trade places."""
+    taskset = shutil.which("taskset")
+    return args if cpu is None or taskset is None else [taskset, "-c", str(cpu), *args]
+
+
+def start_netlab(port: int, workers: int, cpu: int | None) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "netlab", "dns", "serve", "--listen", f"127.0.0.1:{port}", "--no-query-log"]
     args += ["--workers", str(workers)]
     for zone in ZONES:
         args += ["--zone", str(ZONE_DIR / f"{zone}.zone")]
-    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(pinned(cpu, args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_nsd(port: int, workdir: Path, nsd: str) -> subprocess.Popen[bytes]:
+def start_nsd(port: int, workdir: Path, nsd: str, cpu: int | None) -> subprocess.Popen[bytes]:
     conf = workdir / "nsd.conf"
     lines = [
         "server:",
@@ -143,12 +149,12 @@ def start_nsd(port: int, workdir: Path, nsd: str) -> subprocess.Popen[bytes]:
 
 
 def dnsperf(
-    dnsperf_path: str, port: int, queries: Path, seconds: int, clients: int
+    dnsperf_path: str, port: int, queries: Path, seconds: int, clients: int, cpu: int | None = None
 ) -> tuple[float, int, int]:
     command = [dnsperf_path, "-s", "127.0.0.1", "-p", str(port), "-d", str(queries)]
     command += ["-l", str(seconds), "-c", str(clients), "-q", "200"]
     out = subprocess.run(
-        command,
+        pinned(cpu, command),
         capture_output=True,
         text=True,
         check=True,
@@ -171,7 +177,9 @@ def measure(
     tools: dict[str, str],
 ) -> Run:
     before = tree_cpu_seconds(proc.pid)
-    qps, completed, lost = dnsperf(tools["dnsperf"], port, args.query_file, args.duration, args.clients)
+    qps, completed, lost = dnsperf(
+        tools["dnsperf"], port, args.query_file, args.duration, args.clients, args.load_cpu
+    )
     cpu = tree_cpu_seconds(proc.pid) - before
     run = Run(name, repeat, qps, completed, lost, 1e6 * cpu / max(completed, 1))
     print(
@@ -205,6 +213,7 @@ def write_results(runs: list[Run], args: argparse.Namespace, tools: dict[str, st
     workers = (
         f"{args.workers} processes sharing the port (SO_REUSEPORT)" if args.workers > 1 else "one process"
     )
+    pinning = "server and dnsperf pinned to CPUs 1 and 0" if args.server_cpu is not None else "not pinned"
     text = f"""# DNS authoritative server: netlab dns serve vs nsd
 
 `python scripts/bench_dns.py --duration {args.duration} --repeats {args.repeats} --clients {args.clients} \
@@ -214,8 +223,8 @@ Both servers load the lab's zone files ({", ".join(ZONES)}) and answer the same 
 query file (answers, CNAME chains within and across zones, a wildcard, NXDOMAIN, NODATA, referrals)
 from `dnsperf -c {args.clients} -q 200 -l {args.duration}` on loopback, runs alternating between the
 two servers. netlab: {workers}, reply cache on, query log off. nsd: {nsd_version}, one server
-process, response rate limiting off. Machine: {os.cpu_count()} CPUs shared with dnsperf (and other
-work), Python {platform.python_version()}.
+process, response rate limiting off. Machine: {os.cpu_count()} CPUs, {pinning}, shared with other
+work; Python {platform.python_version()}.
 
 | server | median q/s | median CPU per query |
 | --- | ---: | ---: |
@@ -244,7 +253,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--workers", type=int, default=1, help="netlab processes (SO_REUSEPORT)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and dnsperf to CPUs")
     args = parser.parse_args()
+    # One CPU for the server, another for dnsperf (when there are two and one server process).
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and args.workers == 1
+    args.server_cpu, args.load_cpu = (1, 0) if pin else (None, None)
     tools = {
         name: shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin") for name in ("dnsperf", "nsd")
     }
@@ -259,8 +272,8 @@ def main() -> None:
         args.query_file.write_text("\n".join(QUERIES) + "\n")
         ports = {"netlab": free_port(), "nsd": free_port()}
         procs = {
-            "netlab": start_netlab(ports["netlab"], args.workers),
-            "nsd": start_nsd(ports["nsd"], workdir, found["nsd"]),
+            "netlab": start_netlab(ports["netlab"], args.workers, args.server_cpu),
+            "nsd": start_nsd(ports["nsd"], workdir, found["nsd"], args.server_cpu),
         }
         try:
             for port in ports.values():
