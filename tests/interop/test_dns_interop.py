@@ -222,20 +222,22 @@ async def test_kdig_keepopen_several_queries_on_one_connection(server: tuple[Dns
 
 async def test_drill_traces_through_the_lab(tmp_path: Path) -> None:
     drill = require_tool("drill", "ldnsutils")
+    out = mx = ""
     async with trio.open_nursery() as nursery:
         info: LabInfo = await nursery.start(partial(start_lab, port=53))
-        if info.port != 53:
-            # Glue carries no port, and drill -T has no option for one.
-            nursery.cancel_scope.cancel()
-            reason = "the lab cannot bind port 53 on 127.0.0.x (not root, or in use), which drill -T needs"
-            if IN_CI:
-                pytest.fail(reason)
-            pytest.skip(reason)
-        hints = tmp_path / "root.hints"
-        hints.write_text(info.hints_text())
-        out = await tool(drill, "-T", "-r", str(hints), "images.shop.test")
-        mx = await tool(drill, "-T", "-r", str(hints), "alpha.test", "MX")
+        if info.port == 53:
+            hints = tmp_path / "root.hints"
+            hints.write_text(info.hints_text())
+            out = await tool(drill, "-T", "-r", str(hints), "images.shop.test")
+            mx = await tool(drill, "-T", "-r", str(hints), "alpha.test", "MX")
         nursery.cancel_scope.cancel()
+    if info.port != 53:
+        # Glue carries no port, and drill -T has no option for one.  (Outside the nursery, which
+        # would wrap the skip in an exception group.)
+        reason = "the lab cannot bind port 53 on 127.0.0.x (not root, or in use), which drill -T needs"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
     lines = [" ".join(line.split()) for line in out.splitlines()]
     assert "test. 86400 IN NS ns1.nic.test." in lines
     assert "shop.test. 86400 IN NS ns1.shop.test." in lines
