@@ -354,3 +354,23 @@ async def _wait_until_answering(port: int) -> None:
                 continue
             if b"status: NOERROR" in result.stdout:
                 return
+
+
+_VOLATILE = re.compile(r"^; <<>>|server found|global options|Query time|WHEN|SERVER|id: |^$")
+
+
+@pytest.mark.parametrize("case", ["MX", "referral with glue", "NXDOMAIN", "SRV", "CNAME chain across zones"])
+async def test_netlab_dig_prints_what_dig_prints(server: tuple[DnsServer, int], case: str) -> None:
+    _, port = server
+    question = (CASES[case].name, CASES[case].qtype)
+    theirs = await tool(require_tool("dig", "bind9-dnsutils"), "@127.0.0.1", "-p", str(port), *question)
+    with trio.fail_after(30):
+        ours = await trio.run_process(
+            [sys.executable, "-m", "netlab", "dig", *question, f"@127.0.0.1:{port}"],
+            cwd=ROOT,
+            capture_stdout=True,
+        )
+    # Everything but the banner, the ID, the time and the server line (which names the port).
+    assert [line for line in ours.stdout.decode().splitlines() if not _VOLATILE.search(line)] == [
+        line for line in theirs.splitlines() if not _VOLATILE.search(line)
+    ]
