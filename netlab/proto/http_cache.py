@@ -101,6 +101,12 @@ class StoredResponse:
         return (parse_delta_seconds(members[0]) or 0) if members else 0
 
     @cached_property
+    def expires(self) -> tuple[bool, float | None]:
+        """Whether an Expires field is present, and its value if it is a valid date."""
+        value = first_value(self.headers, b"expires")
+        return value is not None, parse_http_date(value, now=self.response_time)
+
+    @cached_property
     def etag(self) -> EntityTag | None:
         tags = parse_entity_tags(field_values(self.headers, b"etag"))
         return tags[0] if tags else None
@@ -304,13 +310,13 @@ class CachePolicy:
 
     def lifetime(self, stored: StoredResponse) -> tuple[float, bool]:
         """The freshness lifetime of ``stored`` (section 4.2.1) and whether it is heuristic."""
-        expires_value = first_value(stored.headers, b"expires")
+        expires_present, expires = stored.expires
         return freshness_lifetime(
             stored.directives,
             status=stored.status,
             date=stored.date,
-            expires=parse_http_date(expires_value, now=stored.response_time),
-            expires_present=expires_value is not None,
+            expires=expires,
+            expires_present=expires_present,
             last_modified=stored.last_modified,
             shared=self.shared,
             heuristic=self.heuristic,

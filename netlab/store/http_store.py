@@ -23,7 +23,7 @@ import os
 import sqlite3
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -155,7 +155,7 @@ class HttpStore:
             self._memory.move_to_end(entry.id)
         return body
 
-    async def read_body(self, entry: Entry) -> AsyncIterator[bytes]:
+    async def read_body(self, entry: Entry) -> AsyncGenerator[bytes, None]:
         """The body from disk, in chunks; a small one is promoted to the memory tier.
 
         Raises:
