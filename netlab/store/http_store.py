@@ -71,8 +71,10 @@ class HttpStore:
         memory_object_bytes: int,
         max_object_bytes: int,
         shared: bool = False,
+        threads: bool = True,
     ) -> None:
         self._index = index
+        self._threads = threads
         self._clock = clock
         self.max_bytes = max_bytes
         self.memory_bytes = memory_bytes
@@ -103,10 +105,13 @@ class HttpStore:
         max_object_bytes: int,
         shared: bool = False,
         recover: bool = True,
+        threads: bool = True,
     ) -> HttpStore:
         """Open (creating if needed) the cache in ``directory`` and load its index.
 
         ``recover`` cleans up after an unclean stop; with several processes only the first may.
+        ``threads=False`` does the disk work inline instead of in worker threads: for tests in
+        virtual time, where a task waiting for a thread would let the mock clock run ahead.
         """
 
         def _open() -> tuple[DiskIndex, list[IndexRow], int]:
@@ -116,7 +121,7 @@ class HttpStore:
             rows, seq = index.load()
             return index, rows, seq
 
-        index, rows, seq = await trio.to_thread.run_sync(_open)
+        index, rows, seq = await trio.to_thread.run_sync(_open) if threads else _open()
         store = cls(
             index,
             clock=clock,
@@ -125,6 +130,7 @@ class HttpStore:
             memory_object_bytes=memory_object_bytes,
             max_object_bytes=max_object_bytes,
             shared=shared,
+            threads=threads,
         )
         store._reload(rows, seq)
         log.info("cache %s: %d objects, %d bytes", directory, len(store._by_id), store._bytes)
@@ -164,7 +170,7 @@ class HttpStore:
         self._touched[entry.id] = self._clock()
         if entry.size <= self.memory_object_bytes:
             try:
-                body = await trio.to_thread.run_sync(self._index.read_body, entry.id, 0, entry.size)
+                body = await self._run(lambda: self._index.read_body(entry.id, 0, entry.size))
             except FileNotFoundError as exc:
                 self._forget([entry.id])
                 raise BodyGone(entry.key) from exc
@@ -172,14 +178,17 @@ class HttpStore:
                 self._remember(entry.id, body)
             yield body
             return
+        path = self._index.body_path(entry.id)
         try:
-            f = await trio.open_file(self._index.body_path(entry.id), "rb")
+            f = await self._run(lambda: open(path, "rb"))  # noqa: SIM115 (closed below)
         except FileNotFoundError as exc:
             self._forget([entry.id])
             raise BodyGone(entry.key) from exc
-        async with f:
-            while chunk := await f.read(READ_CHUNK):
+        try:
+            while chunk := await self._run(lambda: f.read(READ_CHUNK)):
                 yield chunk
+        finally:
+            f.close()
 
     async def refresh(self) -> None:
         """Apply what other processes changed since we last looked (only when ``shared``)."""
@@ -242,7 +251,15 @@ class HttpStore:
     # -- internals -----------------------------------------------------------------------------
 
     async def _db(self, fn: Callable[[], T]) -> T:
-        return await trio.to_thread.run_sync(fn, limiter=self._db_lock)
+        """Run index work in a thread, one operation at a time."""
+        return await self._run(fn, limiter=self._db_lock)
+
+    async def _run(self, fn: Callable[[], T], limiter: trio.CapacityLimiter | None = None) -> T:
+        """Run blocking disk work in a worker thread (or inline, see :meth:`open`)."""
+        if self._threads:
+            return await trio.to_thread.run_sync(fn, limiter=limiter)
+        await trio.lowlevel.checkpoint()
+        return fn()
 
     def _probe_version(self) -> int:
         assert self._probe is not None
@@ -378,7 +395,7 @@ class BodyWriter:
         self._fd = self._path = None
         self.failed = True  # this writer is finished either way
         try:
-            await trio.to_thread.run_sync(os.close, fd)
+            await self._store._run(lambda: os.close(fd))
             return await self._store._commit(
                 self, _with_content_length(stored, self.size), replaces, path, whole
             )
@@ -404,11 +421,11 @@ class BodyWriter:
             return
         chunks, self._pending, self._pending_size = self._pending, [], 0
         if self._fd is None:
-            self._fd, self._path = await trio.to_thread.run_sync(self._create)
+            self._fd, self._path = await self._store._run(self._create)
         fd = self._fd
         assert fd is not None  # set just above, or by an earlier flush
         try:
-            await trio.to_thread.run_sync(_write_all, fd, chunks)
+            await self._store._run(lambda: _write_all(fd, chunks))
         except OSError as exc:
             log.warning("could not store %s: %s", self.key, exc)
             self.abort()

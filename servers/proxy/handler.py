@@ -44,7 +44,7 @@ from servers.proxy.accesslog import AccessLog, Transaction
 from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
 from servers.proxy.pages import reason_phrase
-from servers.proxy.pool import ConnectionPool, Connector, UpstreamError
+from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
 from servers.proxy.status import Stats, render_status
 
 __all__ = ["Proxy"]
@@ -65,7 +65,7 @@ class Proxy:
         config: ProxyConfig,
         *,
         store: HttpStore,
-        connector: Connector,
+        connector: Connects,
         pool: ConnectionPool,
         clock: Callable[[], float],
         access_log: logging.Logger,

@@ -20,13 +20,21 @@ import select
 import socket
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import h11
 import trio
 
 from netlab.aio.dns_stub import DnsLookupError, StubResolver
 
-__all__ = ["ConnectionPool", "Connector", "StaleConnection", "UpstreamConnection", "UpstreamError"]
+__all__ = [
+    "ConnectionPool",
+    "Connector",
+    "Connects",
+    "StaleConnection",
+    "UpstreamConnection",
+    "UpstreamError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,12 @@ class StaleConnection(Exception):
     """A reused connection turned out to be closed before the response began (safe to retry)."""
 
 
+class Connects(Protocol):
+    """What the pool and the tunnel need to reach an origin (tests plug in memory streams)."""
+
+    async def connect(self, host: str, port: int) -> tuple[trio.abc.Stream, str]: ...
+
+
 class Connector:
     """Opens TCP connections to origins by name.
 
@@ -58,7 +72,7 @@ class Connector:
         self.resolver = resolver
         self.connect_timeout = connect_timeout
 
-    async def connect(self, host: str, port: int) -> tuple[trio.SocketStream, str]:
+    async def connect(self, host: str, port: int) -> tuple[trio.abc.Stream, str]:
         """A connected stream and the address it went to.
 
         Raises:
@@ -73,8 +87,7 @@ class Connector:
                 except OSError as exc:
                     errors.append(f"{address}: {exc.strerror or exc}")
                     continue
-                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-                return stream, address
+                return stream, address  # trio sets TCP_NODELAY on its streams
             raise UpstreamError(502, f"cannot connect to {host} port {port} ({'; '.join(errors)})")
         raise UpstreamError(504, f"no connection to {host} port {port} within {self.connect_timeout:g} s")
 
@@ -155,7 +168,7 @@ class ConnectionPool:
 
     def __init__(
         self,
-        connector: Connector,
+        connector: Connects,
         *,
         idle_timeout: float,
         per_host: int,

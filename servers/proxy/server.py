@@ -25,7 +25,7 @@ from netlab.log import access_logger
 from netlab.store.http_store import HttpStore
 from servers.proxy.client import ClientConnection
 from servers.proxy.handler import Proxy
-from servers.proxy.pool import ConnectionPool, Connector
+from servers.proxy.pool import ConnectionPool, Connector, Connects
 
 __all__ = ["handle_connection", "listener_authorities", "open_listeners", "peer_address", "serve"]
 
@@ -81,6 +81,7 @@ async def serve(
     *,
     stopping: trio.Event | None = None,
     resolver: StubResolver | None = None,
+    connector: Connects | None = None,
     clock: Callable[[], float],
     own_authorities: Collection[str] | None = None,
     peer_of: Callable[[trio.abc.Stream], str] = peer_address,
@@ -93,8 +94,10 @@ async def serve(
         clock: wall-clock seconds (:class:`netlab.aio.wallclock.WallClock`).
         own_authorities: names of this proxy; by default those of the socket listeners.
         peer_of: how to learn a client's address (tests with memory streams pass their own).
+        connector: how to reach origins; by default TCP, resolving names with ``resolver``.
     """
-    connector = Connector(resolver, config.connect_timeout)
+    if connector is None:
+        connector = Connector(resolver, config.connect_timeout)
     pool = ConnectionPool(
         connector,
         idle_timeout=config.pool_idle_timeout,
