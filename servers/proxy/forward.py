@@ -48,8 +48,17 @@ def request_fields(
     proxy "MUST ignore the received Host header field" of an absolute-form request (RFC 9112
     section 3.2.2); our Via member is appended (RFC 9110 section 7.6.3).
     """
+    chunked = has_field(fields, b"transfer-encoding")
     out = [(b"Host", target.authority.encode("ascii"))]
-    out += [(n, v) for n, v in end_to_end_fields(fields) if n.lower() != b"host"]
+    out += [
+        (n, v)
+        for n, v in end_to_end_fields(fields)
+        if n.lower() != b"host" and not (chunked and n.lower() == b"content-length")
+    ]
+    if chunked:
+        # Transfer-Encoding is hop-by-hop: this hop frames the body again, in chunks (a
+        # Content-Length beside it is void, RFC 9112 section 6.3).
+        out.append((b"Transfer-Encoding", b"chunked"))
     out.append((b"Via", via_value(http_version, received_by)))
     return out
 

@@ -213,7 +213,7 @@ class Proxy:
             if hops is not None:
                 fields = [(n, v) for n, v in fields if n.lower() != b"max-forwards"]
                 fields.append((b"Max-Forwards", str(hops - 1).encode()))
-        body = client.body() if _has_body(fields) else None
+        body = client.body() if _has_body(request.headers.raw_items()) else None
         tx.tag = "TCP_MISS"
         try:
             async with self.forwarder.exchange(

@@ -43,6 +43,7 @@ class Reply:
     reset_after: int | None = None  # cut the connection after this many body bytes
     delay: float = 0.0  # seconds before the response head
     informational: int | None = None  # e.g. 100: sent before the final response
+    close_after: bool = False  # close the connection after the response, without saying so
 
 
 @dataclass
@@ -102,7 +103,7 @@ class Origin:
                 reply = (
                     handler(seen) if handler else Reply(404, [("Content-Type", "text/plain")], b"no route")
                 )
-                if not await self._respond(conn, stream, reply):
+                if not await self._respond(conn, stream, reply) or reply.close_after:
                     return
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
