@@ -123,22 +123,20 @@ async def chromium(tmp_path: Path, proxy_port: int, url: str, run: int) -> str:
         "--dump-dom",
         url,
     ]
-    process = await trio.lowlevel.open_process(
-        command,
-        stdout=open(tmp_path / f"dom-{run}.html", "wb"),
-        stderr=open(tmp_path / f"chromium-{run}.log", "wb"),
-        env=tool_env(),
-        start_new_session=True,
-    )
-    try:
-        with trio.fail_after(90):
+    dom = tmp_path / f"dom-{run}.html"
+    with open(dom, "wb") as out, open(tmp_path / f"chromium-{run}.log", "wb") as err:  # noqa: ASYNC230
+        process = await trio.lowlevel.open_process(
+            command, stdout=out, stderr=err, env=tool_env(), start_new_session=True
+        )
+        try:
+            with trio.fail_after(90):
+                await process.wait()
+        finally:
+            # Chromium starts helper processes; they all share its new process group.
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
-    finally:
-        # Chromium starts helper processes; they all share its new process group.
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-    return (tmp_path / f"dom-{run}.html").read_text("utf-8", "replace")
+    return dom.read_text("utf-8", "replace")
 
 
 def results(proxy: RealProxy, start: int) -> dict[str, str]:
