@@ -18,6 +18,7 @@ import ipaddress
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import cached_property
 
 from netlab.proto.http_fields import Fields, field_values, split_list
 
@@ -104,7 +105,7 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == 80 else f"{host}:{self.port}"
 
-    @property
+    @cached_property
     def uri(self) -> str:
         """The target URI in normal form: the primary cache key (RFC 9111 section 2)."""
         return f"http://{self.authority}{self.path.decode('latin-1')}"

@@ -13,7 +13,6 @@ Strategy: three pure steps around a stored response.
 
 from __future__ import annotations
 
-from netlab.proto.http_cache import StoredResponse
 from netlab.proto.http_fields import (
     Fields,
     field_values,
@@ -23,6 +22,7 @@ from netlab.proto.http_fields import (
     parse_http_date,
 )
 from netlab.proto.http_forwarding import end_to_end_fields
+from netlab.proto.http_stored import StoredResponse
 
 __all__ = [
     "CLIENT_CONDITIONALS",

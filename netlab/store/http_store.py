@@ -19,9 +19,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import os
 import sqlite3
-import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -30,16 +28,16 @@ from typing import TypeVar
 
 import trio
 
-from netlab.proto.http_cache import StoredResponse
+from netlab.proto.http_stored import StoredResponse
 from netlab.store.http_index import Change, DiskIndex, IndexRow
+from netlab.store.http_writer import BodyWriter
 
-__all__ = ["BodyGone", "BodyWriter", "Entry", "HttpStore"]
+__all__ = ["BodyGone", "Entry", "HttpStore"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-WRITE_BATCH = 256 * 1024  # bytes gathered before a write to the temporary file
 READ_CHUNK = 256 * 1024  # bytes per read of a body from disk
 
 
@@ -88,6 +86,7 @@ class HttpStore:
         self._memory_used = 0
         self._touched: dict[int, float] = {}
         self._seq = 0
+        self.shared = shared
         self._probe: sqlite3.Connection | None = None
         if shared:
             self._probe = sqlite3.connect(index.directory / "index.sqlite", check_same_thread=False)
@@ -170,7 +169,7 @@ class HttpStore:
         self._touched[entry.id] = self._clock()
         if entry.size <= self.memory_object_bytes:
             try:
-                body = await self._run(lambda: self._index.read_body(entry.id, 0, entry.size))
+                body = await self.run_blocking(lambda: self._index.read_body(entry.id, 0, entry.size))
             except FileNotFoundError as exc:
                 self._forget([entry.id])
                 raise BodyGone(entry.key) from exc
@@ -180,12 +179,12 @@ class HttpStore:
             return
         path = self._index.body_path(entry.id)
         try:
-            f = await self._run(lambda: open(path, "rb"))  # noqa: SIM115 (closed below)
+            f = await self.run_blocking(lambda: open(path, "rb"))  # noqa: SIM115 (closed below)
         except FileNotFoundError as exc:
             self._forget([entry.id])
             raise BodyGone(entry.key) from exc
         try:
-            while chunk := await self._run(lambda: f.read(READ_CHUNK)):
+            while chunk := await self.run_blocking(lambda: f.read(READ_CHUNK)):
                 yield chunk
         finally:
             f.close()
@@ -231,6 +230,11 @@ class HttpStore:
         self._forget([entry.id])
         await self._db(lambda: self._index.delete([entry.id]))
 
+    @property
+    def tmp_dir(self) -> Path:
+        """Where bodies being received are written before they are committed."""
+        return self._index.tmp
+
     # -- statistics ----------------------------------------------------------------------------
 
     @property
@@ -252,9 +256,9 @@ class HttpStore:
 
     async def _db(self, fn: Callable[[], T]) -> T:
         """Run index work in a thread, one operation at a time."""
-        return await self._run(fn, limiter=self._db_lock)
+        return await self.run_blocking(fn, limiter=self._db_lock)
 
-    async def _run(self, fn: Callable[[], T], limiter: trio.CapacityLimiter | None = None) -> T:
+    async def run_blocking(self, fn: Callable[[], T], limiter: trio.CapacityLimiter | None = None) -> T:
         """Run blocking disk work in a worker thread (or inline, see :meth:`open`)."""
         if self._threads:
             return await trio.to_thread.run_sync(fn, limiter=limiter)
@@ -320,9 +324,10 @@ class HttpStore:
         self._memory[entry_id] = body
         self._memory_used += len(body)
 
-    async def _commit(
+    async def commit_body(
         self, writer: BodyWriter, stored: StoredResponse, replaces: list[int], tmp: Path, memory: bytes | None
     ) -> Entry:
+        """Make a complete body (in the temporary file ``tmp``) an entry: :meth:`BodyWriter.commit`."""
         touched, self._touched = self._touched, {}
         variant = json.dumps(stored.to_json()["vary_key"])
         now = self._clock()
@@ -345,105 +350,3 @@ class HttpStore:
         if memory is not None:
             self._remember(entry.id, memory)
         return entry
-
-
-class BodyWriter:
-    """Stores one response body as it streams; nothing is stored until :meth:`commit`.
-
-    It gives up (quietly: the client's stream goes on) when the body grows past the store's
-    ``max_object_bytes`` or the disk fails; :attr:`failed` then says so.
-    """
-
-    def __init__(self, store: HttpStore, key: str, expected_size: int | None) -> None:
-        self._store = store
-        self.key = key
-        self.size = 0
-        self.failed = expected_size is not None and expected_size > store.max_object_bytes
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        # The whole body, while it is small enough for the memory tier: the same bytes objects
-        # that were sent to the client, so keeping them costs no copy.
-        self._whole: list[bytes] | None = []
-        self._fd: int | None = None
-        self._path: Path | None = None
-
-    async def write(self, data: bytes) -> None:
-        if self.failed or not data:
-            return
-        self.size += len(data)
-        if self.size > self._store.max_object_bytes:
-            log.debug("not storing %s: larger than %d bytes", self.key, self._store.max_object_bytes)
-            self.abort()
-            return
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._whole is not None:
-            if self.size <= self._store.memory_object_bytes:
-                self._whole.append(data)
-            else:
-                self._whole = None
-        if self._pending_size >= WRITE_BATCH:
-            await self._flush()
-
-    async def commit(self, stored: StoredResponse, replaces: list[int]) -> Entry | None:
-        """Make the complete body an entry with metadata ``stored``; None if storing failed."""
-        await self._flush()
-        if self.failed or self._fd is None or self._path is None:
-            return None
-        fd, path = self._fd, self._path
-        whole = b"".join(self._whole) if self._whole is not None else None
-        self._fd = self._path = None
-        self.failed = True  # this writer is finished either way
-        try:
-            await self._store._run(lambda: os.close(fd))
-            return await self._store._commit(
-                self, _with_content_length(stored, self.size), replaces, path, whole
-            )
-        except OSError as exc:
-            log.warning("could not store %s: %s", self.key, exc)
-            path.unlink(missing_ok=True)
-            return None
-
-    def abort(self) -> None:
-        """Forget the body.  Synchronous so that it can run while the task is being cancelled."""
-        self.failed = True
-        self._pending.clear()
-        self._whole = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
-            self._path = None
-
-    async def _flush(self) -> None:
-        if self.failed:
-            return
-        chunks, self._pending, self._pending_size = self._pending, [], 0
-        if self._fd is None:
-            self._fd, self._path = await self._store._run(self._create)
-        fd = self._fd
-        assert fd is not None  # set just above, or by an earlier flush
-        try:
-            await self._store._run(lambda: _write_all(fd, chunks))
-        except OSError as exc:
-            log.warning("could not store %s: %s", self.key, exc)
-            self.abort()
-
-    def _create(self) -> tuple[int, Path]:
-        fd, name = tempfile.mkstemp(dir=self._store._index.tmp, prefix="body-")
-        return fd, Path(name)
-
-
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
-
-
-def _with_content_length(stored: StoredResponse, size: int) -> StoredResponse:
-    """The stored headers always frame the stored body with Content-Length."""
-    headers: list[tuple[bytes, bytes]] = [(n, v) for n, v in stored.headers if n.lower() != b"content-length"]
-    headers.append((b"Content-Length", str(size).encode()))
-    return stored.with_headers(headers, request_time=stored.request_time, response_time=stored.response_time)

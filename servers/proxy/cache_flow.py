@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from netlab.proto.http_cache import Outcome, is_error_status, select
+from netlab.proto.http_cache import Outcome, is_error_status
 from netlab.proto.http_cache_control import RequestDirectives
 from netlab.proto.http_fields import Fields, first_value, has_field, parse_delta_seconds
 from netlab.proto.http_forwarding import Target
+from netlab.proto.http_stored import select, vary_matches
 from netlab.proto.http_validation import (
     CLIENT_CONDITIONALS,
     client_wants_304,
@@ -53,11 +54,11 @@ async def serve(
     """Answer a GET or HEAD request for ``target`` as the cache policy says."""
     fields = request.headers.raw_items()
     directives = RequestDirectives.from_fields(fields)
-    await proxy.store.refresh()
+    if proxy.store.shared:
+        await proxy.store.refresh()  # other worker processes' changes
     entries = proxy.store.variants(target.uri)
     entry = _select(fields, entries)
-    now = proxy.clock()
-    decision = proxy.policy.decide(directives, entry.stored if entry else None, now)
+    decision = proxy.policy.decide(directives, entry.stored if entry else None, tx.start)
     outcome = decision.outcome
     if entry is not None and outcome in (Outcome.FRESH, Outcome.STALE, Outcome.STALE_WHILE_REVALIDATE):
         if outcome is not Outcome.FRESH:
@@ -261,7 +262,7 @@ def _conditional_fields(
 
 
 def _same_variant(entry: Entry, fields: Fields) -> bool:
-    return select(fields, [entry.stored]) is entry.stored
+    return vary_matches(entry.stored, fields)
 
 
 def _revalidate_in_background(proxy: Proxy, request: h11.Request, target: Target, entry: Entry) -> None:

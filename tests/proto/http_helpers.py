@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from netlab.proto.http_cache import StoredResponse
 from netlab.proto.http_fields import format_http_date
+from netlab.proto.http_stored import StoredResponse
 
 #: A fixed "now" for the tables: 2023-11-14T22:13:20Z.
 T0 = 1_700_000_000.0

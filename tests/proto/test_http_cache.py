@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from netlab.proto.http_cache import (
-    CachePolicy,
-    Outcome,
-    StoredResponse,
-    invalidated_uris,
-    select,
-    vary_key,
-)
+from netlab.proto.http_cache import CachePolicy, Outcome, invalidated_uris
 from netlab.proto.http_cache_control import RequestDirectives
 from netlab.proto.http_freshness import Heuristic, current_age
+from netlab.proto.http_stored import StoredResponse, select, vary_key
 from tests.proto.http_helpers import T0, date, fields, stored
 
 POLICY = CachePolicy(shared=True, heuristic=Heuristic(fraction=0.1, max_lifetime=86400))

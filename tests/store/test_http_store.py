@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from netlab.proto.http_cache import StoredResponse
+from netlab.proto.http_stored import StoredResponse
 from netlab.store.http_store import Entry, HttpStore
 from tests.proto.http_helpers import stored
 
