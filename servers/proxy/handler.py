@@ -25,7 +25,7 @@ import trio
 
 from netlab.config import ProxyConfig
 from netlab.proto.http_cache import CachePolicy, invalidated_uris
-from netlab.proto.http_fields import Fields, first_value
+from netlab.proto.http_fields import Fields, first_value, format_http_date, has_field
 from netlab.proto.http_forwarding import (
     ConnectTarget,
     LocalTarget,
@@ -198,7 +198,11 @@ class Proxy:
             # RFC 9110 section 7.6.2: the last hop the client asked for answers itself.
             await self._answer_max_forwards(client, request, tx)
             return
-        if method in (b"GET", b"HEAD") and not any(n.lower() in ORIGIN_ONLY_CONDITIONALS for n, _ in fields):
+        if (
+            method in (b"GET", b"HEAD")
+            and not any(n.lower() in ORIGIN_ONLY_CONDITIONALS for n, _ in fields)
+            and not _has_body(fields)
+        ):
             await cache_flow.serve(self, client, request, target, tx)
         else:
             await self.forward_uncached(client, request, target, tx)
@@ -251,7 +255,11 @@ class Proxy:
     def forwarded_headers(self, exchange: Exchange) -> list[tuple[bytes, bytes]]:
         """The origin's response fields as this proxy passes them on (and stores them)."""
         response = exchange.response
-        return response_fields(response.headers.raw_items(), self.received_by, response.http_version)
+        fields = response_fields(response.headers.raw_items(), self.received_by, response.http_version)
+        if not has_field(fields, b"date"):
+            # RFC 9110 section 6.6.1: a response forwarded without a Date gets the time it arrived.
+            fields.append((b"Date", format_http_date(exchange.response_time)))
+        return fields
 
     def x_cache(self, result: bytes) -> tuple[bytes, bytes]:
         """The X-Cache field that tells a client how its response was obtained (as Squid does)."""
