@@ -65,7 +65,7 @@ async def serve(
             proxy.stats.stale_served += 1
         if outcome is Outcome.STALE_WHILE_REVALIDATE:
             _revalidate_in_background(proxy, request, target, entry)
-        if await send_stored(proxy, client, request, entry, tx, "TCP_HIT"):
+        if await send_stored(proxy, client, request, entry, tx, "TCP_HIT", age=decision.age):
             return
         entry, tag = None, "TCP_SWAPFAIL_MISS"  # the body vanished: fetch it again
     elif outcome is Outcome.GATEWAY_TIMEOUT:
@@ -89,12 +89,24 @@ def _select(fields: Fields, entries: list[Entry]) -> Entry | None:
 
 
 async def send_stored(
-    proxy: Proxy, client: ClientConnection, request: h11.Request, entry: Entry, tx: Transaction, tag: str
+    proxy: Proxy,
+    client: ClientConnection,
+    request: h11.Request,
+    entry: Entry,
+    tx: Transaction,
+    tag: str,
+    *,
+    age: float | None = None,
 ) -> bool:
-    """Answer from the store; False if the body has vanished (evicted meanwhile)."""
+    """Answer from the store; False if the body has vanished (evicted meanwhile).
+
+    ``age`` is the stored response's current age if the caller has just computed it.
+    """
     stored = entry.stored
     fields = request.headers.raw_items()
-    age = max(0, int(proxy.policy.age(stored, proxy.clock())))  # RFC 9111 section 5.1
+    if age is None:
+        age = proxy.policy.age(stored, proxy.clock())
+    age = max(0, int(age))  # RFC 9111 section 5.1: whole seconds
     if client_wants_304(request.method, fields, stored):
         # Section 4.3.2: the client's copy is the one we hold.
         tx.tag = "TCP_INM_HIT" if has_field(fields, b"if-none-match") else "TCP_IMS_HIT"
