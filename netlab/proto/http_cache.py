@@ -37,6 +37,8 @@ __all__ = [
     "is_error_status",
 ]
 
+_LIFETIME_MEMO = 4096  # stored responses whose lifetime is remembered
+
 #: Methods that are safe (RFC 9110 section 9.2.1); every other method invalidates (section 4.4).
 SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE"})
 
@@ -79,6 +81,11 @@ class CachePolicy:
 
     shared: bool = True
     heuristic: Heuristic = field(default_factory=Heuristic)
+    # Lifetimes already computed, by stored response (which is immutable): a hot response's is
+    # read on every hit.  The memo holds the response itself, so its id cannot be reused.
+    _lifetimes: dict[int, tuple[StoredResponse, tuple[float, bool]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def storable(
         self,
@@ -163,6 +170,16 @@ class CachePolicy:
 
     def lifetime(self, stored: StoredResponse) -> tuple[float, bool]:
         """The freshness lifetime of ``stored`` (section 4.2.1) and whether it is heuristic."""
+        memo = self._lifetimes.get(id(stored))
+        if memo is not None and memo[0] is stored:
+            return memo[1]
+        if len(self._lifetimes) >= _LIFETIME_MEMO:
+            self._lifetimes.clear()
+        lifetime = self._compute_lifetime(stored)
+        self._lifetimes[id(stored)] = (stored, lifetime)
+        return lifetime
+
+    def _compute_lifetime(self, stored: StoredResponse) -> tuple[float, bool]:
         expires_present, expires = stored.expires
         return freshness_lifetime(
             stored.directives,

@@ -24,7 +24,7 @@ import trio
 __all__ = ["AccessLog", "Transaction", "format_line"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Transaction:
     """What the access log says about one request; filled in while it is handled."""
 

@@ -49,10 +49,14 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    proxy: Proxy, client: ClientConnection, request: h11.Request, target: Target, tx: Transaction
+    proxy: Proxy,
+    client: ClientConnection,
+    request: h11.Request,
+    target: Target,
+    tx: Transaction,
+    fields: Fields,
 ) -> None:
-    """Answer a GET or HEAD request for ``target`` as the cache policy says."""
-    fields = request.headers.raw_items()
+    """Answer a GET or HEAD request for ``target`` (with header ``fields``) as the policy says."""
     directives = RequestDirectives.from_fields(fields)
     if proxy.store.shared:
         await proxy.store.refresh()  # other worker processes' changes
@@ -65,7 +69,7 @@ async def serve(
             proxy.stats.stale_served += 1
         if outcome is Outcome.STALE_WHILE_REVALIDATE:
             _revalidate_in_background(proxy, request, target, entry)
-        if await send_stored(proxy, client, request, entry, tx, "TCP_HIT", age=decision.age):
+        if await send_stored(proxy, client, request, entry, tx, "TCP_HIT", age=decision.age, fields=fields):
             return
         entry, tag = None, "TCP_SWAPFAIL_MISS"  # the body vanished: fetch it again
     elif outcome is Outcome.GATEWAY_TIMEOUT:
@@ -97,13 +101,16 @@ async def send_stored(
     tag: str,
     *,
     age: float | None = None,
+    fields: Fields | None = None,
 ) -> bool:
     """Answer from the store; False if the body has vanished (evicted meanwhile).
 
-    ``age`` is the stored response's current age if the caller has just computed it.
+    ``age`` is the stored response's current age, and ``fields`` the request's header fields,
+    if the caller has them already.
     """
     stored = entry.stored
-    fields = request.headers.raw_items()
+    if fields is None:
+        fields = request.headers.raw_items()
     if age is None:
         age = proxy.policy.age(stored, proxy.clock())
     age = max(0, int(age))  # RFC 9111 section 5.1: whole seconds

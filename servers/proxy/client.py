@@ -4,23 +4,22 @@ Strategy: :class:`ClientConnection` owns the stream and its ``h11.Connection(h11
 offers the handler a few verbs: wait for the next request, read its body, send a response whole
 or in pieces, and finish the request so the connection can carry another (persistence, RFC 9112
 section 9.3).  Time limits live here: a connection idle between requests is closed after
-``idle_timeout`` (silently, as RFC 9112 section 9.8 allows), and once a request has started its
-head must arrive within ``request_timeout`` (else 408).  While idle the wait can also be cut short
-by the server when it shuts down (``closing``).
+``idle_timeout`` by the :class:`IdleReaper` (silently, as RFC 9112 section 9.8 allows), and once a
+request has started its head must arrive within ``request_timeout`` (else 408).  While idle the
+wait is also cut short when the server shuts down.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 import h11
 import trio
 
 from servers.proxy.pages import error_page, reason_phrase
 
-__all__ = ["ClientConnection", "ClientGone", "IdleWatch"]
+__all__ = ["ClientConnection", "ClientGone", "IdleReaper"]
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +31,47 @@ class ClientGone(Exception):
     """The client closed or reset its connection, or broke HTTP, in the middle of a request."""
 
 
-class IdleWatch(Protocol):
-    """The server's register of connections waiting for a request, to wake them at shutdown."""
+class IdleReaper:
+    """Closes client connections that wait too long for their next request, all with one task.
 
-    closing: bool
+    A timer per request would cost a cancel scope with a deadline on every request; instead a
+    connection that starts waiting is noted with its deadline, and one task sleeps until the
+    earliest.  Every wait gets the same timeout, so insertion order is deadline order and the
+    earliest deadline is always the first entry.  At shutdown (:meth:`close_idle`) every waiting
+    connection is closed at once, and busy ones close after their response (:attr:`closing`).
+    """
 
-    def add_idle(self, scope: trio.CancelScope) -> None: ...
+    def __init__(self, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+        self.closing = False
+        self._waiting: dict[ClientConnection, float] = {}
+        self._wake = trio.Event()
 
-    def discard_idle(self, scope: trio.CancelScope) -> None: ...
+    def waiting(self, conn: ClientConnection) -> None:
+        self._waiting[conn] = trio.current_time() + self.idle_timeout
+        if len(self._waiting) == 1:
+            self._wake.set()
+
+    def busy(self, conn: ClientConnection) -> None:
+        self._waiting.pop(conn, None)
+
+    def close_idle(self) -> None:
+        self.closing = True
+        for conn in list(self._waiting):
+            conn.time_out()
+
+    async def run(self) -> None:
+        while True:
+            if not self._waiting:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            conn, deadline = next(iter(self._waiting.items()))
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)
+                continue
+            del self._waiting[conn]
+            conn.time_out()
 
 
 class ClientConnection:
@@ -49,17 +81,17 @@ class ClientConnection:
         self,
         stream: trio.abc.Stream,
         peer: str,
-        watch: IdleWatch,
+        reaper: IdleReaper,
+        scope: trio.CancelScope,
         *,
         max_header_bytes: int,
-        idle_timeout: float,
         request_timeout: float,
     ) -> None:
         self.stream = stream
         self.peer = peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
-        self._watch = watch
-        self._idle_timeout = idle_timeout
+        self._reaper = reaper
+        self._scope = scope  # around this connection's whole life: the reaper cancels it
         self._request_timeout = request_timeout
         self._partial = False  # bytes of a request that is not complete yet have arrived
         self.bytes_sent = 0  # for the current request, head and body (the access log's size)
@@ -90,16 +122,15 @@ class ClientConnection:
                 with trio.fail_after(self._request_timeout):
                     data = await self._receive()
             else:
-                if self._watch.closing:
+                if self._reaper.closing:
                     return None
-                with trio.move_on_after(self._idle_timeout) as idle:
-                    self._watch.add_idle(idle)
-                    try:
-                        data = await self._receive()
-                    finally:
-                        self._watch.discard_idle(idle)
-                if idle.cancelled_caught:
-                    return None
+                self._reaper.waiting(self)
+                try:
+                    data = await self._receive()  # the reaper may cancel this wait
+                finally:
+                    self._reaper.busy(self)
+                if self._scope.cancel_called:
+                    return None  # the request arrived just as the connection timed out: too late
             if data is None:
                 return None
             self._partial = bool(data)
@@ -266,6 +297,10 @@ class ClientConnection:
                 return False
             else:
                 return False
+
+    def time_out(self) -> None:
+        """End the wait for a request (called by the reaper, or at shutdown)."""
+        self._scope.cancel()
 
     def mark_broken(self) -> None:
         self.broken = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 
 import h11
 import trio
@@ -41,7 +42,7 @@ from netlab.proto.http_validation import ORIGIN_ONLY_CONDITIONALS
 from netlab.store.http_store import Entry, HttpStore
 from servers.proxy import cache_flow, tunnel
 from servers.proxy.accesslog import AccessLog, Transaction
-from servers.proxy.client import ClientConnection, ClientGone
+from servers.proxy.client import ClientConnection, ClientGone, IdleReaper
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
 from servers.proxy.pages import reason_phrase
 from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
@@ -88,26 +89,19 @@ class Proxy:
         self.allow = [ipaddress.ip_network(n, strict=False) for n in config.allow]
         self.stats = Stats(started=clock())
         self.x_cache_name = b"netlab"
-        self.closing = False
+        self.reaper = IdleReaper(config.idle_timeout)
         self.revalidating: set[str] = set()  # URIs with a background revalidation running
-        self._idle: set[trio.CancelScope] = set()
         self._allowed: dict[str, bool] = {}
         self._heads: dict[int, tuple[Entry, int, h11.Response]] = {}
         self._targets: dict[bytes, Target | ConnectTarget | LocalTarget] = {}
 
-    # -- the IdleWatch of client connections -----------------------------------------------------
-
-    def add_idle(self, scope: trio.CancelScope) -> None:
-        self._idle.add(scope)
-
-    def discard_idle(self, scope: trio.CancelScope) -> None:
-        self._idle.discard(scope)
+    @property
+    def closing(self) -> bool:
+        return self.reaper.closing
 
     def begin_shutdown(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their response."""
-        self.closing = True
-        for scope in list(self._idle):
-            scope.cancel()
+        self.reaper.close_idle()
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -188,7 +182,8 @@ class Proxy:
             return
         tx.url = target.uri
         fields = request.headers.raw_items()
-        if via_loops(fields, self.received_by):
+        traits = _Traits.of(fields)
+        if traits.via and via_loops(traits.via, self.received_by):
             tx.status = 508
             await client.send_error(
                 508, "Forwarding loop: this request has already passed through this proxy."
@@ -198,17 +193,19 @@ class Proxy:
             # RFC 9110 section 7.6.2: the last hop the client asked for answers itself.
             await self._answer_max_forwards(client, request, tx)
             return
-        if (
-            method in (b"GET", b"HEAD")
-            and not any(n.lower() in ORIGIN_ONLY_CONDITIONALS for n, _ in fields)
-            and not _has_body(fields)
-        ):
-            await cache_flow.serve(self, client, request, target, tx)
+        if method in (b"GET", b"HEAD") and not traits.origin_only and not traits.has_body:
+            await cache_flow.serve(self, client, request, target, tx, fields)
         else:
-            await self.forward_uncached(client, request, target, tx)
+            await self.forward_uncached(client, request, target, tx, has_body=traits.has_body)
 
     async def forward_uncached(
-        self, client: ClientConnection, request: h11.Request, target: Target, tx: Transaction
+        self,
+        client: ClientConnection,
+        request: h11.Request,
+        target: Target,
+        tx: Transaction,
+        *,
+        has_body: bool,
     ) -> None:
         """Forward a request the cache does not answer, then invalidate (RFC 9111 section 4.4)."""
         fields = self.upstream_fields(request, target)
@@ -217,7 +214,7 @@ class Proxy:
             if hops is not None:
                 fields = [(n, v) for n, v in fields if n.lower() != b"max-forwards"]
                 fields.append((b"Max-Forwards", str(hops - 1).encode()))
-        body = client.body() if _has_body(request.headers.raw_items()) else None
+        body = client.body() if has_body else None
         tx.tag = "TCP_MISS"
         try:
             async with self.forwarder.exchange(
@@ -367,12 +364,33 @@ class Proxy:
         await client.send_response(200, headers, echo)
 
 
-def _has_body(fields: Fields) -> bool:
-    """Whether a request carries content (RFC 9112 section 6.3: Transfer-Encoding or Content-Length)."""
-    if first_value(fields, b"transfer-encoding") is not None:
-        return True
-    length = first_value(fields, b"content-length")
-    return length is not None and length.strip() != b"0"
+_ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | {b"via", b"transfer-encoding", b"content-length"}
+
+
+@dataclass(slots=True)
+class _Traits:
+    """What routing needs to know of a request's fields, found in one pass over them."""
+
+    via: list[tuple[bytes, bytes]]
+    origin_only: bool  # preconditions for the origin, or a range: not answered by the cache
+    has_body: bool  # RFC 9112 section 6.3: Transfer-Encoding, or a Content-Length above 0
+
+    @classmethod
+    def of(cls, fields: Fields) -> _Traits:
+        traits = cls([], False, False)
+        for name, value in fields:
+            lower = name.lower()
+            if lower not in _ROUTING_FIELDS:
+                continue
+            if lower == b"via":
+                traits.via.append((name, value))
+            elif lower == b"transfer-encoding":
+                traits.has_body = True
+            elif lower == b"content-length":
+                traits.has_body = traits.has_body or value.strip() != b"0"
+            else:
+                traits.origin_only = True
+        return traits
 
 
 def _key(uri: str) -> str | None:

@@ -119,6 +119,7 @@ async def serve(
             )
             background.start_soon(pool.run_reaper)
             background.start_soon(proxy.access_log.run)
+            background.start_soon(proxy.reaper.run)
             handler = partial(handle_connection, proxy=proxy, peer_of=peer_of)
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as acceptor:
@@ -143,31 +144,36 @@ async def handle_connection(
 ) -> None:
     """Serve one client connection: requests one after another until either side stops."""
     config = proxy.config
-    client = ClientConnection(
-        stream,
-        peer_of(stream),
-        proxy,
-        max_header_bytes=config.max_header_kb * 1024,
-        idle_timeout=config.idle_timeout,
-        request_timeout=config.request_timeout,
-    )
     proxy.stats.connections += 1
     proxy.stats.active_connections += 1
     try:
-        while True:
-            try:
-                request = await client.next_request()
-            except h11.RemoteProtocolError as exc:
-                # 400 for a malformed request, 431 for a head over the size limit (h11's hint).
-                await proxy.reject(client, exc.error_status_hint, f"Bad request: {exc}")
-                return
-            except trio.TooSlowError:
-                await proxy.reject(client, 408, "The request head did not arrive in time.")
-                return
-            if request is None:
-                return
-            await proxy.handle(client, request)
-            if proxy.closing or not await client.finish_request():
-                return
+        with trio.CancelScope() as scope:  # the idle reaper cancels it while a request is awaited
+            client = ClientConnection(
+                stream,
+                peer_of(stream),
+                proxy.reaper,
+                scope,
+                max_header_bytes=config.max_header_kb * 1024,
+                request_timeout=config.request_timeout,
+            )
+            await _serve_requests(client, proxy)
     finally:
         proxy.stats.active_connections -= 1
+
+
+async def _serve_requests(client: ClientConnection, proxy: Proxy) -> None:
+    while True:
+        try:
+            request = await client.next_request()
+        except h11.RemoteProtocolError as exc:
+            # 400 for a malformed request, 431 for a head over the size limit (h11's hint).
+            await proxy.reject(client, exc.error_status_hint, f"Bad request: {exc}")
+            return
+        except trio.TooSlowError:
+            await proxy.reject(client, 408, "The request head did not arrive in time.")
+            return
+        if request is None:
+            return
+        await proxy.handle(client, request)
+        if proxy.closing or not await client.finish_request():
+            return
