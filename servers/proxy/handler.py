@@ -5,8 +5,9 @@ the upstream pool, counters, the access log) and :meth:`Proxy.handle` decides pe
 
 * clients outside the ``allow`` networks get 403 (the proxy must never be an open proxy);
 * CONNECT goes to :mod:`servers.proxy.tunnel`;
-* the status page and ``OPTIONS *`` are answered here; other origin-form requests get 400
-  (:mod:`netlab.proto.http_forwarding` decides, including the URL-prefix form);
+* the status page and ``OPTIONS *`` are answered by :mod:`servers.proxy.local`; other
+  origin-form requests get 400 (:mod:`netlab.proto.http_forwarding` decides, including the
+  URL-prefix form);
 * GET and HEAD go through the cache (:mod:`servers.proxy.cache_flow`);
 * every other method is forwarded as is, and invalidates what it may have changed (RFC 9111
   section 4.4).
@@ -40,22 +41,19 @@ from netlab.proto.http_forwarding import (
 from netlab.proto.http_freshness import Heuristic
 from netlab.proto.http_validation import ORIGIN_ONLY_CONDITIONALS
 from netlab.store.http_store import Entry, HttpStore
-from servers.proxy import cache_flow, tunnel
+from servers.proxy import cache_flow, local, tunnel
 from servers.proxy.accesslog import AccessLog, Transaction
 from servers.proxy.client import ClientConnection, ClientGone, IdleReaper
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
 from servers.proxy.pages import reason_phrase
 from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
-from servers.proxy.status import Stats, render_status
+from servers.proxy.status import Stats
 
 __all__ = ["Proxy"]
 
 log = logging.getLogger(__name__)
 
 _MEMO_SIZE = 4096  # entries kept by each small memo below
-ALLOWED_METHODS = b"GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE, CONNECT"
-# Fields a TRACE echo leaves out: "likely to contain sensitive data" (RFC 9110 section 9.3.8).
-_TRACE_HIDDEN = frozenset({b"authorization", b"cookie", b"proxy-authorization", b"set-cookie"})
 
 
 class Proxy:
@@ -178,7 +176,7 @@ class Proxy:
             await tunnel.run(self, client, target, tx)
             return
         if isinstance(target, LocalTarget):
-            await self._local(client, request, target, tx)
+            await local.answer(self, client, request, target, tx)
             return
         tx.url = target.uri
         fields = request.headers.raw_items()
@@ -191,7 +189,7 @@ class Proxy:
             return
         if method in (b"TRACE", b"OPTIONS") and max_forwards(fields) == 0:
             # RFC 9110 section 7.6.2: the last hop the client asked for answers itself.
-            await self._answer_max_forwards(client, request, tx)
+            await local.answer_last_hop(client, request, tx)
             return
         if method in (b"GET", b"HEAD") and not traits.origin_only and not traits.has_body:
             await cache_flow.serve(self, client, request, target, tx, fields)
@@ -322,46 +320,6 @@ class Proxy:
             return False
         await client.send_end()
         return True
-
-    # -- answered by the proxy itself ------------------------------------------------------------
-
-    async def _local(
-        self, client: ClientConnection, request: h11.Request, target: LocalTarget, tx: Transaction
-    ) -> None:
-        if target.path == b"*":
-            tx.status = 200
-            await client.send_response(200, [(b"Allow", ALLOWED_METHODS), (b"Content-Length", b"0")], b"")
-            return
-        if request.method not in (b"GET", b"HEAD"):
-            tx.status = 405
-            headers = [(b"Allow", b"GET, HEAD"), (b"Content-Length", b"0")]
-            await client.send_response(405, headers, b"")
-            return
-        page = render_status(self.stats, self.store, now=self.clock(), idle_upstream=self.pool.idle_count)
-        tx.status, tx.content_type = 200, "text/html"
-        headers = [
-            (b"Content-Type", b"text/html; charset=utf-8"),
-            (b"Content-Length", str(len(page)).encode()),
-            (b"Cache-Control", b"no-store"),
-        ]
-        await client.send_response(200, headers, page)
-
-    async def _answer_max_forwards(
-        self, client: ClientConnection, request: h11.Request, tx: Transaction
-    ) -> None:
-        tx.status = 200
-        if request.method == b"OPTIONS":
-            await client.send_response(200, [(b"Allow", ALLOWED_METHODS), (b"Content-Length", b"0")], b"")
-            return
-        # TRACE (RFC 9110 section 9.3.8): the request as received, as a message/http body.
-        lines = [b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)]
-        lines += [
-            b"%s: %s" % (n, v) for n, v in request.headers.raw_items() if n.lower() not in _TRACE_HIDDEN
-        ]
-        echo = b"\r\n".join(lines) + b"\r\n\r\n"
-        tx.content_type = "message/http"
-        headers = [(b"Content-Type", b"message/http"), (b"Content-Length", str(len(echo)).encode())]
-        await client.send_response(200, headers, echo)
 
 
 _ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | {b"via", b"transfer-encoding", b"content-length"}
