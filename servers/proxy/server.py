@@ -23,7 +23,7 @@ from netlab.aio.dns_stub import StubResolver
 from netlab.config import ProxyConfig
 from netlab.log import access_logger
 from netlab.store.http_store import HttpStore
-from servers.proxy.client import ClientConnection
+from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.handler import Proxy
 from servers.proxy.pool import ConnectionPool, Connector, Connects
 
@@ -146,17 +146,23 @@ async def handle_connection(
     config = proxy.config
     proxy.stats.connections += 1
     proxy.stats.active_connections += 1
+    peer = peer_of(stream)
     try:
         with trio.CancelScope() as scope:  # the idle reaper cancels it while a request is awaited
             client = ClientConnection(
                 stream,
-                peer_of(stream),
+                peer,
                 proxy.reaper,
                 scope,
                 max_header_bytes=config.max_header_kb * 1024,
                 request_timeout=config.request_timeout,
             )
             await _serve_requests(client, proxy)
+    except (ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the client went away
+    except Exception:
+        # A bug must cost this connection only: the proxy goes on serving everyone else.
+        log.exception("connection from %s failed", peer)
     finally:
         proxy.stats.active_connections -= 1
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import h11
+import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netlab.config import ProxyConfig
 from tests.servers.proxy.harness import HttpClient, MemoryListener, Origin, Reply, Seen, running_proxy
@@ -281,3 +285,64 @@ async def test_graceful_shutdown_finishes_the_request_in_flight(
             assert await idle.receive_some(100) == b""  # idle connections close at once
             assert trio.current_time() == 1
         assert results == [200]
+
+
+async def test_an_unexpected_error_costs_one_connection_only(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servers.proxy import cache_flow
+
+    real_serve = cache_flow.serve
+
+    async def buggy(*args: object, **kwargs: object) -> None:
+        if b"/bug" in args[2].target:  # type: ignore[attr-defined]
+            raise RuntimeError("a bug")
+        await real_serve(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_flow, "serve", buggy)
+    origin = Origin()
+    origin.route("/a", echo)
+    async with running_proxy(tmp_path, {"origin.test": origin}) as h:
+        stream = await h.listener.connect()
+        await stream.send_all(b"GET http://origin.test/bug HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+        assert await stream.receive_some(100) == b""  # that connection is closed ...
+        assert (await h.get(URL)).status == 200  # ... and the proxy serves on
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(1, 40), max_size=12))
+async def test_requests_split_anywhere_get_the_same_answer(cuts: list[int]) -> None:
+    raw = (
+        b"GET http://origin.test/a HTTP/1.1\r\nHost: origin.test\r\nAccept: */*\r\n\r\n"
+        b"POST http://origin.test/a HTTP/1.1\r\nHost: origin.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    pieces, rest = [], raw
+    for cut in cuts:
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    pieces.append(rest)
+    origin = Origin()
+    origin.route("/a", echo)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with running_proxy(Path(tmp), {"origin.test": origin}) as h:
+            stream = await h.listener.connect()
+            for piece in pieces:
+                if piece:
+                    await stream.send_all(piece)
+            conn = h11.Connection(h11.CLIENT)
+            conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+            conn.send(h11.EndOfMessage())
+            bodies = []
+            for _ in range(2):
+                body = b""
+                while not isinstance(event := conn.next_event(), h11.EndOfMessage):
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(bytes(await stream.receive_some(65536)))
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                bodies.append(body)
+                conn.start_next_cycle()
+                conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+                conn.send(h11.EndOfMessage())
+            assert bodies == [b"GET 0", b"POST 3"]
