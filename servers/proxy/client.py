@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECV = 256 * 1024  # bytes per receive from a client
 _JOIN_LIMIT = 64 * 1024  # bodies up to this size go out in the same write as the head
+_END = h11.EndOfMessage()  # events are immutable: one will do for every response
 
 
 class ClientGone(Exception):
@@ -203,7 +204,7 @@ class ClientConnection:
             parts = conn.send_with_data_passthrough(h11.Data(data=body)) or []
         else:
             parts = []  # a response to HEAD, or a 204/304, has no content
-        end = conn.send(h11.EndOfMessage()) or b""
+        end = conn.send(_END) or b""
         if len(body) <= _JOIN_LIMIT:
             await self._send(b"".join([data, *parts, end]))
         else:
@@ -223,7 +224,7 @@ class ClientConnection:
             await self._send(part)
 
     async def send_end(self) -> None:
-        data = self.h11.send(h11.EndOfMessage())
+        data = self.h11.send(_END)
         if data:
             await self._send(data)
 
