@@ -245,10 +245,11 @@ class ConnectionPool:
 def _peer_closed(stream: trio.abc.Stream) -> bool:
     """Whether an idle connection has something to read: its FIN (or bytes nobody asked for).
 
-    Either way it cannot carry a new exchange.  Checked with a zero-timeout select(), a cheap
+    Either way it cannot carry a new exchange.  Checked with a zero-timeout poll(), a cheap
     system call, so that most closed connections are noticed before a request is sent on them.
     """
     if not isinstance(stream, trio.SocketStream):
         return False
-    readable, _, _ = select.select([stream.socket.fileno()], [], [], 0)
-    return bool(readable)
+    poller = select.poll()
+    poller.register(stream.socket.fileno(), select.POLLIN)
+    return bool(poller.poll(0))

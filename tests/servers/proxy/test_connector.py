@@ -5,12 +5,15 @@ from __future__ import annotations
 from functools import partial
 
 import dnslib
+import h11
 import pytest
 import trio
 
 from netlab.aio.dns_stub import StubResolver
 from netlab.aio.endpoint import UdpEndpoint, open_udp_endpoint
-from servers.proxy.pool import Connector, UpstreamError
+from servers.proxy.pool import ConnectionPool, Connector, UpstreamError
+from tests.interop.proxy_env import serve_origin
+from tests.servers.proxy.harness import Origin, Reply
 
 
 async def dns_server(ep: UdpEndpoint, zone: dict[str, str]) -> None:
@@ -70,4 +73,30 @@ async def test_system_resolver_and_refused_connections() -> None:
                 await connector.connect("127.0.0.1", closed_port)
         assert refused.value.status == 502
         assert "cannot connect" in refused.value.message
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.timeout(20)
+async def test_pool_does_not_reuse_a_connection_the_origin_closed() -> None:
+    origin = Origin()
+    origin.route("/bye", Reply(200, [], b"bye", close_after=True))  # closes without saying so
+    origin.route("/stay", Reply(200, [], b"stay"))
+    async with trio.open_nursery() as nursery:
+        port = await serve_origin(nursery, origin)
+        pool = ConnectionPool(Connector(None, 5), idle_timeout=30, per_host=4, max_header_bytes=65536)
+        for path, expect_connects in (("/stay", 1), ("/stay", 1), ("/bye", 1), ("/stay", 2)):
+            conn = await pool.acquire("127.0.0.1", port)
+            await conn.send(h11.Request(method="GET", target=path, headers=[("Host", "x")]))
+            await conn.send(h11.EndOfMessage())
+            while not isinstance(await conn.next_event(), h11.EndOfMessage):
+                pass
+            assert pool.connects == expect_connects
+            await pool.release(conn)
+            if path == "/bye":
+                # The origin's FIN reaches the idle connection in the pool ...
+                assert isinstance(conn.stream, trio.SocketStream)
+                await trio.lowlevel.wait_readable(conn.stream.socket)
+        # ... and the pool noticed it without sending a request on it.
+        assert [s.connection for s in origin.seen] == [1, 1, 1, 2]
+        await pool.aclose()
         nursery.cancel_scope.cancel()
