@@ -176,6 +176,9 @@ def _run_workers(config: NetlabConfig) -> int:
     for number in range(config.proxy.workers):
         pid = os.fork()
         if pid == 0:
+            # A process group of its own: a Ctrl-C at the terminal reaches the parent only, which
+            # passes one SIGTERM on, so each worker sees one signal and stops gracefully.
+            os.setpgid(0, 0)
             code = 0
             try:
                 trio.run(_worker_main, config, number)
