@@ -31,6 +31,7 @@ SERVICES: Sequence[str] = (
     "servers.lab:service",  # first, so that the servers after it can be pointed at the lab
     "servers.dns_auth:service",
     "servers.rdt:service",
+    "servers.proxy:service",
 )
 
 
@@ -84,6 +85,7 @@ def load_config(
     lazy={
         "dig": "clients.dig:command",
         "link": "clients.link:command",
+        "proxy": "servers.proxy:command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -26,6 +26,7 @@ __all__ = [
     "GeneralConfig",
     "LabConfig",
     "NetlabConfig",
+    "ProxyConfig",
     "RdtConfig",
     "data_path",
     "load",
@@ -113,6 +114,44 @@ class LabConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    """The caching HTTP proxy (``[proxy]``)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8080"
+    #: The disk cache; empty means ``<data_dir>/proxy-cache``.
+    cache_dir: str = ""
+    cache_mb: int = 1024
+    memory_cache_mb: int = 64
+    #: Bodies up to this size are also kept in memory.
+    memory_object_kb: int = 1024
+    #: Larger responses are forwarded but not stored.
+    max_object_mb: int = 256
+    #: A recursive DNS resolver (HOST:PORT) to look origins up with; empty means the system's.
+    resolver: str = ""
+    #: Client networks allowed to use the proxy; everyone else gets 403.
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: Ports CONNECT may tunnel to.
+    connect_ports: tuple[int, ...] = (443,)
+    connect_timeout: float = 10.0
+    #: Seconds to wait for an origin's response head, and between body chunks.
+    upstream_timeout: float = 30.0
+    #: Seconds a client connection may sit idle between requests.
+    idle_timeout: float = 60.0
+    #: Seconds a client has to send a request head once it has started one.
+    request_timeout: float = 30.0
+    pool_idle_timeout: float = 30.0
+    pool_per_host: int = 16
+    max_header_kb: int = 64
+    heuristic_fraction: float = 0.1
+    heuristic_max: float = 86400.0
+    #: Squid-format access log file; empty means the diagnostics stream (stderr).
+    access_log: str = ""
+    #: Processes sharing the listening port (SO_REUSEPORT) and the cache directory.
+    workers: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class NetlabConfig:
     """The effective configuration of the whole suite: one attribute per TOML table."""
 
@@ -120,6 +159,7 @@ class NetlabConfig:
     rdt: RdtConfig = dataclasses.field(default_factory=RdtConfig)
     dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
     lab: LabConfig = dataclasses.field(default_factory=LabConfig)
+    proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
 
 
 def data_path(config: NetlabConfig, explicit: str, default_subdir: str) -> Path:

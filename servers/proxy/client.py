@@ -1,0 +1,307 @@
+"""One client connection: the h11 server side of the proxy.
+
+Strategy: :class:`ClientConnection` owns the stream and its ``h11.Connection(h11.SERVER)`` and
+offers the handler a few verbs: wait for the next request, read its body, send a response whole
+or in pieces, and finish the request so the connection can carry another (persistence, RFC 9112
+section 9.3).  Time limits live here: a connection idle between requests is closed after
+``idle_timeout`` by the :class:`IdleReaper` (silently, as RFC 9112 section 9.8 allows), and once a
+request has started its head must arrive within ``request_timeout`` (else 408).  While idle the
+wait is also cut short when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import h11
+import trio
+
+from servers.proxy.pages import error_page, reason_phrase
+
+__all__ = ["ClientConnection", "ClientGone", "IdleReaper"]
+
+log = logging.getLogger(__name__)
+
+MAX_RECV = 256 * 1024  # bytes per receive from a client
+_JOIN_LIMIT = 64 * 1024  # bodies up to this size go out in the same write as the head
+_END = h11.EndOfMessage()  # events are immutable: one will do for every response
+
+
+class ClientGone(Exception):
+    """The client closed or reset its connection, or broke HTTP, in the middle of a request."""
+
+
+class IdleReaper:
+    """Closes client connections that wait too long for their next request, all with one task.
+
+    A timer per request would cost a cancel scope with a deadline on every request; instead a
+    connection that starts waiting is noted with its deadline, and one task sleeps until the
+    earliest.  Every wait gets the same timeout, so insertion order is deadline order and the
+    earliest deadline is always the first entry.  At shutdown (:meth:`close_idle`) every waiting
+    connection is closed at once, and busy ones close after their response (:attr:`closing`).
+    """
+
+    def __init__(self, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+        self.closing = False
+        self._waiting: dict[ClientConnection, float] = {}
+        self._wake = trio.Event()
+
+    def waiting(self, conn: ClientConnection) -> None:
+        self._waiting[conn] = trio.current_time() + self.idle_timeout
+        if len(self._waiting) == 1:
+            self._wake.set()
+
+    def busy(self, conn: ClientConnection) -> None:
+        self._waiting.pop(conn, None)
+
+    def close_idle(self) -> None:
+        self.closing = True
+        for conn in list(self._waiting):
+            conn.time_out()
+
+    async def run(self) -> None:
+        while True:
+            if not self._waiting:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            conn, deadline = next(iter(self._waiting.items()))
+            if trio.current_time() < deadline:
+                await trio.sleep_until(deadline)
+                continue
+            del self._waiting[conn]
+            conn.time_out()
+
+
+class ClientConnection:
+    """The client side of the proxy for one connection."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        peer: str,
+        reaper: IdleReaper,
+        scope: trio.CancelScope,
+        *,
+        max_header_bytes: int,
+        request_timeout: float,
+    ) -> None:
+        self.stream = stream
+        self.peer = peer
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._reaper = reaper
+        self._scope = scope  # around this connection's whole life: the reaper cancels it
+        self._request_timeout = request_timeout
+        self._partial = False  # bytes of a request that is not complete yet have arrived
+        self.bytes_sent = 0  # for the current request, head and body (the access log's size)
+        self.broken = False  # the current response could not be completed: close after it
+        self._body_refused = False  # a final response went out while the client awaited 100
+        self._method = b""  # of the current request
+        self._bodiless = False  # the current response has no content (HEAD, 204, 304)
+
+    async def next_request(self) -> h11.Request | None:
+        """The next request, or None if the client closed, idled out, or the server is closing.
+
+        Raises:
+            h11.RemoteProtocolError: a malformed request (its ``error_status_hint`` is the
+                answer: 400, or 431 for a head larger than ``max_header_bytes``).
+            trio.TooSlowError: a request head that did not arrive in time (answer 408).
+        """
+        self.bytes_sent = 0
+        conn = self.h11
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Request):
+                self._partial = False
+                self._method = event.method
+                return event
+            if event is not h11.NEED_DATA:
+                return None  # ConnectionClosed (or a Paused connection after a CONNECT)
+            if self._partial:
+                with trio.fail_after(self._request_timeout):
+                    data = await self._receive()
+            else:
+                if self._reaper.closing:
+                    return None
+                self._reaper.waiting(self)
+                try:
+                    data = await self._receive()  # the reaper may cancel this wait
+                finally:
+                    self._reaper.busy(self)
+                if self._scope.cancel_called:
+                    return None  # the request arrived just as the connection timed out: too late
+            if data is None:
+                return None
+            self._partial = bool(data)
+            conn.receive_data(data)
+
+    async def _receive(self) -> bytes | None:
+        try:
+            return bytes(await self.stream.receive_some(MAX_RECV))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The current request's body as it arrives.
+
+        Raises:
+            ClientGone: the client went away or broke the framing before the end.
+        """
+        conn = self.h11
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            elif event is h11.NEED_DATA:
+                try:
+                    with trio.fail_after(self._request_timeout):
+                        data = bytes(await self.stream.receive_some(MAX_RECV))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+                    raise ClientGone(str(exc)) from exc
+                try:
+                    conn.receive_data(data)
+                except h11.RemoteProtocolError as exc:
+                    raise ClientGone(str(exc)) from exc
+            else:
+                raise ClientGone(f"request body ended by {type(event).__name__}")
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send_response(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | None = None,
+        *,
+        reason: bytes = b"",
+    ) -> None:
+        """Send a response head, and with ``body`` given the whole body and its end too.
+
+        Raises:
+            ClientGone: the client is no longer there.
+        """
+        head = h11.Response(status_code=status, headers=headers, reason=reason or reason_phrase(status))
+        await self.send_head(head, body)
+
+    async def send_head(self, head: h11.Response, body: bytes | None = None) -> None:
+        """Like :meth:`send_response`, for a response head built (and validated) beforehand."""
+        conn = self.h11
+        if conn.they_are_waiting_for_100_continue:
+            # RFC 9110 section 10.1.1: the client may now close instead of sending the body, so
+            # waiting for that body to reuse the connection could hang; close after this response.
+            self._body_refused = True
+        self._bodiless = self._method == b"HEAD" or head.status_code in (204, 304)
+        data = conn.send(head)
+        assert data is not None
+        if body is None:
+            await self._send(data)
+            return
+        if body and not self._bodiless:
+            parts = conn.send_with_data_passthrough(h11.Data(data=body)) or []
+        else:
+            parts = []  # a response to HEAD, or a 204/304, has no content
+        end = conn.send(_END) or b""
+        if len(body) <= _JOIN_LIMIT:
+            await self._send(b"".join([data, *parts, end]))
+        else:
+            await self._send(data)
+            for part in [*parts, end]:
+                await self._send(part)
+
+    async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        data = self.h11.send(h11.InformationalResponse(status_code=status, headers=headers))
+        if data:
+            await self._send(data)
+
+    async def send_data(self, data: bytes) -> None:
+        if self._bodiless or not data:
+            return  # the response to a HEAD request, or one without content
+        for part in self.h11.send_with_data_passthrough(h11.Data(data=data)) or []:
+            await self._send(part)
+
+    async def send_end(self) -> None:
+        data = self.h11.send(_END)
+        if data:
+            await self._send(data)
+
+    async def send_error(self, status: int, message: str, url: str = "") -> bool:
+        """Answer with the proxy's own error page if a response can still be started.
+
+        Returns:
+            Whether it was sent; if not, the connection is marked broken (to be closed).
+        """
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.broken = True
+            return False
+        headers, body = error_page(status, message, url)
+        try:
+            await self.send_response(status, headers, body)
+        except (ClientGone, h11.LocalProtocolError):
+            self.broken = True
+            return False
+        return True
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.broken = True
+            self.h11.send_failed()
+            raise ClientGone(str(exc)) from exc
+        self.bytes_sent += len(data)
+
+    # -- between requests ----------------------------------------------------------------------
+
+    async def finish_request(self) -> bool:
+        """After a response: read what is left of the request, and prepare for the next.
+
+        Returns:
+            Whether the connection can carry another request.
+        """
+        conn = self.h11
+        if self.broken or self._body_refused or conn.our_state is not h11.DONE:
+            return False
+        # The request's end (or an unread body, e.g. after an error page) must be consumed
+        # before the next request; a large unread body is not worth reading.
+        if conn.their_state is h11.SEND_BODY and not await self._drain(MAX_RECV):
+            return False
+        if conn.their_state is not h11.DONE:
+            return False
+        conn.start_next_cycle()
+        return True
+
+    async def _drain(self, limit: int) -> bool:
+        """Consume the rest of the request (at most ``limit`` body bytes); whether it ended."""
+        conn = self.h11
+        received = 0
+        while True:
+            event = conn.next_event()  # for a request without content: EndOfMessage at once
+            if isinstance(event, h11.EndOfMessage):
+                return True
+            if isinstance(event, h11.Data):
+                received += len(event.data)
+                if received > limit:
+                    return False
+            elif event is h11.NEED_DATA:
+                with trio.move_on_after(self._request_timeout):
+                    data = await self._receive()
+                    if data:
+                        try:
+                            conn.receive_data(data)
+                        except h11.RemoteProtocolError:
+                            return False
+                        continue
+                return False
+            else:
+                return False
+
+    def time_out(self) -> None:
+        """End the wait for a request (called by the reaper, or at shutdown)."""
+        self._scope.cancel()
+
+    def mark_broken(self) -> None:
+        self.broken = True
