@@ -26,7 +26,10 @@ __all__ = ["LazyGroup", "config_option", "load_config", "main"]
 
 #: Services ``netlab up`` starts, in order: "module:factory", each ``factory(config)`` returning
 #: a :class:`Service` or None when the service is disabled in the configuration.
-SERVICES: Sequence[str] = ()
+SERVICES: Sequence[str] = (
+    "servers.smtp:service",
+    "servers.pop3:service",
+)
 
 
 class LazyGroup(click.Group):
@@ -78,6 +81,9 @@ def load_config(
     cls=LazyGroup,
     lazy={
         "link": "clients.link:command",
+        "smtpd": "servers.smtp:command",
+        "pop3d": "servers.pop3:command",
+        "mail": "clients.mail:command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

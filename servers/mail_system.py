@@ -1,0 +1,116 @@
+"""The mail store as the SMTP server, the relay and the POP3 server use it, from trio.
+
+Strategy: one :class:`MailSystem` per process wraps the blocking store (Maildirs, users file,
+outbound queue) in ``trio.to_thread.run_sync`` calls, and holds the one rule every entry point
+shares: a message is accepted only when every copy of it is durably stored (the local recipients'
+Maildirs and, for other domains, the queue), and not at all otherwise.  If one copy fails, the
+copies already written are removed again, so the client's retry cannot cause duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import argon2
+import trio
+
+from netlab.store.mail_queue import MailQueue, QueueEntry
+from netlab.store.maildir import MailStore, normalize_address
+from netlab.store.maildrop_lock import MaildropLocks
+from netlab.store.users import UserDb, UserRecord
+
+__all__ = ["MailSystem", "new_message_id"]
+
+log = logging.getLogger(__name__)
+
+
+def new_message_id() -> str:
+    """A short random id for a message in logs, replies and Received: headers."""
+    return secrets.token_hex(6).upper()
+
+
+class MailSystem:
+    """The store at ``root`` for the local ``domains``.
+
+    Args:
+        clock: wall-clock seconds for the queue's times (tests pass a virtual clock).
+        hasher: argon2 parameters for new passwords (tests pass cheap ones).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        domains: Iterable[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        hasher: argon2.PasswordHasher | None = None,
+    ) -> None:
+        self.root = root
+        self.store = MailStore(root)
+        self.users = UserDb(root / "users", hasher=hasher)
+        self.queue = MailQueue(root / "queue")
+        self.locks = MaildropLocks()
+        self.domains = frozenset(d.lower().rstrip(".") for d in domains)
+        self.clock = clock
+        self.store.create()
+        #: Set whenever something new is queued; the relay waits on it.
+        self.queued = trio.Event()
+
+    def is_local(self, address: str) -> bool:
+        return address.rpartition("@")[2].lower() in self.domains
+
+    def local_user(self, address: str) -> str | None:
+        """The stored key of a local recipient, or None if there is no such user.
+
+        A bare "postmaster" (RFC 5321 section 4.1.1.3) is the postmaster of the first domain.
+        """
+        if address.lower() == "postmaster" and self.domains:
+            address = f"postmaster@{sorted(self.domains)[0]}"
+        record = self.users.get(address)
+        return record.address if record else None
+
+    async def verify(self, address: str, password: str) -> UserRecord | None:
+        """The user if the password is right (argon2 runs in a worker thread)."""
+        return await trio.to_thread.run_sync(self.users.verify, address, password)
+
+    async def accept(self, sender: str, recipients: list[str], content: bytes) -> None:
+        """Store ``content`` (LF line ends) for every recipient, or for none of them.
+
+        Local recipients (already resolved with :meth:`local_user`) get a Maildir copy; the rest
+        go to the outbound queue as one entry.
+
+        Raises:
+            OSError: a copy could not be stored; nothing of this message remains.
+        """
+        local = [r for r in recipients if self.is_local(r)]
+        remote = [r for r in recipients if not self.is_local(r)]
+        delivered: list[tuple[str, str]] = []
+        try:
+            for rcpt in dict.fromkeys(normalize_address(r) for r in local):
+                maildir = self.store.maildir(rcpt)
+                name = await trio.to_thread.run_sync(maildir.deliver, content)
+                delivered.append((rcpt, name))
+            if remote:
+                entry = await trio.to_thread.run_sync(
+                    lambda: self.queue.add(sender, remote, content, now=self.clock())
+                )
+                log.info("queued %s for %d remote recipient(s)", entry.id, len(remote))
+                self.queued.set()
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for rcpt, name in delivered:
+                    await trio.to_thread.run_sync(self.store.maildir(rcpt).discard_new, name)
+            raise
+
+    def take_queued_signal(self) -> trio.Event:
+        """The event to wait on for the next queued message (resetting the current one)."""
+        if self.queued.is_set():
+            self.queued = trio.Event()
+        return self.queued
+
+    async def entries(self) -> list[QueueEntry]:
+        return await trio.to_thread.run_sync(self.queue.entries)
