@@ -23,9 +23,29 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["TOO_LONG", "Block", "ReceiveBuffer", "TooLong", "dot_stuff", "to_crlf", "to_lf"]
+__all__ = [
+    "NEED_DATA",
+    "TOO_LONG",
+    "Block",
+    "NeedData",
+    "ReceiveBuffer",
+    "TooLong",
+    "dot_stuff",
+    "to_crlf",
+    "to_lf",
+]
 
 _END_OF_BLOCK = b"\r\n.\r\n"
+
+
+class NeedData(enum.Enum):
+    """The marker type of :data:`NEED_DATA`."""
+
+    NEED_DATA = "need data"
+
+
+#: What every mail machine's ``next_event`` returns when it needs more bytes (as h11 does).
+NEED_DATA = NeedData.NEED_DATA
 
 
 class TooLong(enum.Enum):

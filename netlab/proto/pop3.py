@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from typing import NoReturn
 
-from netlab.proto.mail_lines import TOO_LONG, ReceiveBuffer, dot_stuff
+from netlab.proto.mail_lines import NEED_DATA, TOO_LONG, NeedData, ReceiveBuffer, dot_stuff
 from netlab.proto.pop3_events import (
     Apop,
     Auth,
@@ -51,13 +51,6 @@ MAX_COMMAND_LINE = 512
 MAX_AUTH_LINE = 12288
 MAX_ERRORS = 20
 _MAX_ARG = 40  # octets; RFC 1939 section 3
-
-
-class NeedData(enum.Enum):
-    NEED_DATA = "need data"
-
-
-NEED_DATA = NeedData.NEED_DATA
 
 
 class State(enum.Enum):

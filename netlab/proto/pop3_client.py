@@ -8,10 +8,9 @@ back :class:`Ok` (with ``body`` unstuffed, CRLF line ends), :class:`Err` or :cla
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 
-from netlab.proto.mail_lines import TOO_LONG, ReceiveBuffer
+from netlab.proto.mail_lines import NEED_DATA, TOO_LONG, NeedData, ReceiveBuffer
 from netlab.proto.pop3_events import (
     Apop,
     Auth,
@@ -43,13 +42,6 @@ __all__ = ["NEED_DATA", "NeedData", "Pop3ClientConnection", "format_command"]
 MAX_RESPONSE_LINE = 4096
 #: The largest multi-line answer we keep (a message we fetch, as received).
 MAX_BODY = 256 * 1024 * 1024
-
-
-class NeedData(enum.Enum):
-    NEED_DATA = "need data"
-
-
-NEED_DATA = NeedData.NEED_DATA
 
 
 class _Greeting(Event):

@@ -10,11 +10,10 @@ is the temporary failure it amounts to (4.5.0), so a relay can treat it like any
 
 from __future__ import annotations
 
-import enum
 import re
 from collections import deque
 
-from netlab.proto.mail_lines import TOO_LONG, ReceiveBuffer, dot_stuff
+from netlab.proto.mail_lines import NEED_DATA, TOO_LONG, NeedData, ReceiveBuffer, dot_stuff
 from netlab.proto.smtp_commands import format_command
 from netlab.proto.smtp_events import (
     AuthResponse,
@@ -37,13 +36,6 @@ MAX_REPLY_LINES = 200
 
 _REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -]|$)(.*)", re.DOTALL)
 _ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3}) ")
-
-
-class NeedData(enum.Enum):
-    NEED_DATA = "need data"
-
-
-NEED_DATA = NeedData.NEED_DATA
 
 
 class _Greeting:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from typing import NoReturn
 
-from netlab.proto.mail_lines import TOO_LONG, ReceiveBuffer
+from netlab.proto.mail_lines import NEED_DATA, TOO_LONG, NeedData, ReceiveBuffer
 from netlab.proto.smtp_commands import parse_command_untrusted
 from netlab.proto.smtp_events import (
     Auth,
@@ -61,13 +61,6 @@ MAX_COMMAND_LINE = 2048
 MAX_AUTH_LINE = 12288
 #: After this many refused commands the session is ended with 421 (Postfix's hard error limit).
 MAX_ERRORS = 20
-
-
-class NeedData(enum.Enum):
-    NEED_DATA = "need data"
-
-
-NEED_DATA = NeedData.NEED_DATA
 
 
 class State(enum.Enum):
