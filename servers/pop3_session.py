@@ -86,8 +86,8 @@ async def handle_connection(stream: trio.abc.Stream, ctx: Pop3ServerContext) -> 
     finally:
         if session.lock is not None:
             session.lock.release()
-        if session.stream is not stream:
-            await trio.aclose_forcefully(session.stream)
+        # The SSL wrapper if TLS started (closing it closes the transport as well).
+        await trio.aclose_forcefully(session.stream)
 
 
 class _Session:
@@ -258,11 +258,11 @@ class _Session:
                 return Err("Too many failed logins", "AUTH")
             return Err("Authentication failed", "AUTH")
         maildir = self.ctx.mail.store.maildir(record.address)
-        lock = await trio.to_thread.run_sync(self.ctx.mail.locks.try_acquire, maildir.path)
+        lock = await self.ctx.mail.run_blocking(self.ctx.mail.locks.try_acquire, maildir.path)
         if lock is None:
             return Err("Maildrop already locked by another session", "IN-USE")
         try:
-            messages = await trio.to_thread.run_sync(maildir.scan)
+            messages = await self.ctx.mail.run_blocking(maildir.scan)
         except OSError as exc:
             lock.release()
             log.error("%s: cannot open maildrop of %s: %s", self.peer, record.address, exc)
@@ -278,7 +278,7 @@ class _Session:
         if isinstance(found, Err):
             return found
         try:
-            content = to_crlf(await trio.to_thread.run_sync(self.maildir.read, found.key))
+            content = to_crlf(await self.ctx.mail.run_blocking(self.maildir.read, found.key))
         except FileNotFoundError:
             return Err(f"Message {which} vanished from the maildrop")
         if lines is not None:
@@ -290,7 +290,7 @@ class _Session:
             return Ok("Bye")
         # The UPDATE state (RFC 1939 section 6).
         doomed = [m.key for m in self.view.deleted()]
-        failed = await trio.to_thread.run_sync(self.maildir.delete, doomed)
+        failed = await self.ctx.mail.run_blocking(self.maildir.delete, doomed)
         if failed:
             return Err("Some deleted messages not removed")
         return Ok(f"Bye ({len(doomed)} message(s) deleted)")

@@ -94,7 +94,7 @@ class Relay:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver queued mail until cancelled."""
-        dropped = await trio.to_thread.run_sync(self.mail.queue.recover)
+        dropped = await self.mail.run_blocking(self.mail.queue.recover)
         if dropped:
             log.warning("dropped %d half-written queue file(s) left by a crash", dropped)
         task_status.started()
@@ -118,7 +118,7 @@ class Relay:
         except Exception:
             log.exception("delivery attempt for %s failed", entry.id)
             entry.next_try = self.mail.clock() + self._delay(entry.attempts)
-            await trio.to_thread.run_sync(self.mail.queue.save, entry)
+            await self.mail.run_blocking(self.mail.queue.save, entry)
         finally:
             self._in_flight.discard(entry.id)
             self.mail.queued.set()  # let the loop see the new retry time
@@ -128,7 +128,7 @@ class Relay:
         return delays[min(max(attempts, 1), len(delays)) - 1]
 
     async def _deliver_entry(self, entry: QueueEntry) -> None:
-        content = await trio.to_thread.run_sync(self.mail.queue.read, entry.id)
+        content = await self.mail.run_blocking(self.mail.queue.read, entry.id)
         by_domain: dict[str, list[str]] = defaultdict(list)
         for rcpt in entry.recipients:
             by_domain[rcpt.rpartition("@")[2].lower()].append(rcpt)
@@ -164,13 +164,13 @@ class Relay:
         entry.recipients = remaining
         entry.next_try = now + self._delay(entry.attempts)
         if entry.failed:
-            await trio.to_thread.run_sync(self.mail.queue.save, entry)
+            await self.mail.run_blocking(self.mail.queue.save, entry)
             await self._bounce(entry, content)
             entry.failed = []
         if entry.recipients:
-            await trio.to_thread.run_sync(self.mail.queue.save, entry)
+            await self.mail.run_blocking(self.mail.queue.save, entry)
         else:
-            await trio.to_thread.run_sync(self.mail.queue.remove, entry.id)
+            await self.mail.run_blocking(self.mail.queue.remove, entry.id)
 
     async def _deliver_domain(
         self, domain: str, rcpts: list[str], sender: str, content: bytes

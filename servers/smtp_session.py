@@ -94,8 +94,8 @@ async def handle_connection(stream: trio.abc.Stream, ctx: SmtpServerContext) -> 
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         log.debug("%s: connection lost: %r", session.peer, exc)
     finally:
-        if session.stream is not stream:
-            await trio.aclose_forcefully(session.stream)
+        # The SSL wrapper if TLS started (closing it closes the transport as well).
+        await trio.aclose_forcefully(session.stream)
 
 
 class _Session:
