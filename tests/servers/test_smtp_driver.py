@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -61,7 +60,7 @@ async def connect(
 @pytest.fixture
 async def session(
     mail: MailSystem, nursery: trio.Nursery
-) -> AsyncIterator[tuple[LineClient, SmtpServerContext]]:
+) -> tuple[LineClient, SmtpServerContext]:
     ctx = smtp_context(mail, auth_requires_tls=False)
     client, _ = await connect(nursery, ctx)
     return client, ctx
