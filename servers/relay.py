@@ -45,6 +45,7 @@ access = access_logger("smtp")
 
 CONNECT_TIMEOUT = 30.0  # seconds per address
 MAX_PARALLEL = 10  # entries delivered at once
+LOCK_RETRY = 30.0  # seconds between tries to take over the queue from another relay
 
 
 class MxResolver(Protocol):
@@ -93,11 +94,20 @@ class Relay:
         self._limiter = trio.CapacityLimiter(MAX_PARALLEL)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver queued mail until cancelled."""
-        dropped = await self.mail.run_blocking(self.mail.queue.recover)
-        if dropped:
-            log.warning("dropped %d half-written queue file(s) left by a crash", dropped)
+        """Deliver queued mail until cancelled (once this relay holds the queue's lock)."""
         task_status.started()
+        while (lock := await self.mail.run_blocking(self.mail.queue.try_lock)) is None:
+            log.info("another relay works on %s; waiting", self.mail.queue.root)
+            await trio.sleep(LOCK_RETRY)
+        try:
+            dropped = await self.mail.run_blocking(self.mail.queue.recover)
+            if dropped:
+                log.warning("dropped %d half-written queue file(s) left by a crash", dropped)
+            await self._deliver_forever()
+        finally:
+            self.mail.queue.unlock(lock)
+
+    async def _deliver_forever(self) -> None:
         async with trio.open_nursery() as nursery:
             while True:
                 wake = self.mail.take_queued_signal()  # before the scan: no wake-up is lost

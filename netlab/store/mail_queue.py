@@ -11,12 +11,18 @@ time) replaces it the same way.  An entry leaves the queue only when every recip
 delivered or bounced: envelope first, so a crash in between leaves a message without an envelope,
 never an envelope without its message.  Times are wall-clock seconds (they must survive a
 restart); the caller passes them in.
+
+Any number of SMTP servers may add to one queue, but only one relay may work on it, or two would
+deliver the same entry and overwrite each other's envelopes: :meth:`MailQueue.try_lock` takes an
+``flock`` that the kernel releases when its holder dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +70,21 @@ class MailQueue:
 
     def create(self) -> None:
         self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def try_lock(self) -> int | None:
+        """The open lock file if this caller may relay from the queue, else None (never waits)."""
+        self.create()
+        fd = os.open(self.root / "relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    @staticmethod
+    def unlock(fd: int) -> None:
+        os.close(fd)  # closing the last descriptor releases the flock
 
     def add(self, sender: str, recipients: list[str], content: bytes, *, now: float) -> QueueEntry:
         """Queue ``content`` durably for ``recipients`` (blocking)."""

@@ -58,9 +58,7 @@ async def connect(
 
 
 @pytest.fixture
-async def session(
-    mail: MailSystem, nursery: trio.Nursery
-) -> tuple[LineClient, SmtpServerContext]:
+async def session(mail: MailSystem, nursery: trio.Nursery) -> tuple[LineClient, SmtpServerContext]:
     ctx = smtp_context(mail, auth_requires_tls=False)
     client, _ = await connect(nursery, ctx)
     return client, ctx
