@@ -107,9 +107,7 @@ async def lab(tmp_path: Path, nursery: trio.Nursery) -> Lab:
 
 def dsn(mail: MailSystem, user: str) -> email.message.EmailMessage:
     (path,) = maildir_files(mail.root, user)
-    return cast(
-        email.message.EmailMessage, email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    )
+    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
 
 
 def statuses(report: email.message.EmailMessage) -> dict[str, str]:
