@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -33,7 +34,7 @@ async def serve(
     config: NetlabConfig,
     lifetime: Lifetime,
     *,
-    listeners: list[trio.abc.Listener[trio.abc.Stream]] | None = None,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None = None,
     mail: MailSystem | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -52,7 +53,7 @@ async def serve(
                 partial(
                     trio.serve_listeners,
                     partial(handle_connection, ctx=ctx),
-                    listeners,
+                    list(listeners),
                     handler_nursery=handlers,
                 )
             )

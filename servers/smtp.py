@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -44,9 +45,7 @@ def tls_context(cert: str, key: str, store: Path, hostname: str) -> ssl.SSLConte
     return server_context(*ensure_self_signed(store / "tls", hostname))
 
 
-def listener_lines(
-    scheme: str, listeners: list[trio.SocketListener] | list[trio.abc.Listener[trio.abc.Stream]]
-) -> list[str]:
+def listener_lines(scheme: str, listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> list[str]:
     out = []
     for listener in listeners:
         sock = getattr(listener, "socket", None)
@@ -60,7 +59,7 @@ async def serve(
     config: NetlabConfig,
     lifetime: Lifetime,
     *,
-    listeners: list[trio.abc.Listener[trio.abc.Stream]] | None = None,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None = None,
     mail: MailSystem | None = None,
     resolver: MxResolver | None = None,
     connect: Connect | None = None,
@@ -98,7 +97,7 @@ async def serve(
                     partial(
                         trio.serve_listeners,
                         partial(handle_connection, ctx=ctx),
-                        listeners,
+                        list(listeners),
                         handler_nursery=handlers,
                     )
                 )
