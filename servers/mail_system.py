@@ -12,6 +12,7 @@ thread runs; they build the system with ``threads=False`` so blocking calls run 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import time
@@ -35,9 +36,17 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 
+_ID_BASE = secrets.randbits(40)
+_ID_COUNTER = itertools.count()
+
+
 def new_message_id() -> str:
-    """A short random id for a message in logs, replies and Received: headers."""
-    return secrets.token_hex(6).upper()
+    """A short unique id for a message in logs, replies and Received: headers.
+
+    A random per-process start plus a counter: unique and unpredictable enough for a trace id,
+    without a getrandom() system call per message.
+    """
+    return f"{(_ID_BASE + next(_ID_COUNTER)) % (1 << 48):012X}"
 
 
 class MailSystem:

@@ -11,7 +11,11 @@ writes the message under a unique name in ``tmp/``, fsyncs the file, renames it 
 fsyncs ``new/`` so the rename itself is on disk.  Only after that may the SMTP server answer 250.
 A crash before the rename leaves at most a stray file in ``tmp/``; after it, the message is whole.
 Readers never see partial files because rename is atomic.  These calls block: servers run them
-in worker threads, where the fsyncs of concurrent deliveries overlap.
+in worker threads, where the fsyncs of concurrent deliveries overlap.  Deliveries into the same
+directory also share its fsync (group commit, :class:`_DirSync`): one fsync of ``new/`` makes
+durable every rename done before it started, so a delivery whose rename an fsync already in
+progress cannot cover waits for the next one, and everyone who renamed before that next one
+started gets it for free.
 
 Messages are stored with LF line ends, as Maildir readers expect.  The unique name carries the
 size as Dovecot writes it (``,S=`` octets on disk, ``,W=`` octets with CRLF), so a POP3 listing
@@ -28,6 +32,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -38,6 +43,9 @@ from netlab.proto.pop3_maildrop import MessageInfo
 __all__ = ["MailStore", "Maildir", "normalize_address"]
 
 _COUNTER = itertools.count()
+# One random draw per process, not per message: with the PID, the counter and the microseconds it
+# keeps names unguessable and unique without a getrandom() system call on every delivery.
+_SALT = secrets.token_hex(4)
 _SIZE_TAG = re.compile(r",W=(\d+)")
 _MAX_UIDL = 70  # characters, RFC 1939 section 7
 
@@ -68,8 +76,55 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(directory: Path, tmp_dir: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` to ``tmp_dir/name``, fsync it, rename it to ``directory/name``, fsync."""
+class _DirSync:
+    """Group commit of one directory's fsync among the threads that renamed into it."""
+
+    _all: dict[Path, _DirSync] = {}
+    _all_lock = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cond = threading.Condition()
+        self.renamed = 0  # tickets handed out: renames done so far
+        self.synced = 0  # every ticket up to this one is durable
+        self.syncing = False
+
+    @classmethod
+    def of(cls, path: Path) -> _DirSync:
+        with cls._all_lock:
+            found = cls._all.get(path)
+            if found is None:
+                found = cls._all[path] = cls(path)
+            return found
+
+    def sync(self) -> None:
+        """Return once an fsync of the directory has started after the caller's rename."""
+        with self.cond:
+            self.renamed += 1
+            ticket = self.renamed
+            while self.synced < ticket and self.syncing:
+                self.cond.wait()
+            if self.synced >= ticket:
+                return
+            self.syncing = True
+            target = self.renamed  # this fsync covers every rename ticketed so far
+        done = False
+        try:
+            fsync_dir(self.path)
+            done = True
+        finally:
+            with self.cond:
+                self.syncing = False
+                if done:  # after a failure the waiters try again themselves
+                    self.synced = max(self.synced, target)
+                self.cond.notify_all()
+
+
+def write_durably(directory: Path, tmp_dir: Path, name: str, data: bytes, *, group: bool = False) -> Path:
+    """Write ``data`` to ``tmp_dir/name``, fsync it, rename it to ``directory/name``, fsync.
+
+    ``group``: share the directory fsync with concurrent writers (see :class:`_DirSync`).
+    """
     tmp = tmp_dir / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -85,7 +140,10 @@ def write_durably(directory: Path, tmp_dir: Path, name: str, data: bytes) -> Pat
     os.close(fd)
     final = directory / name
     os.rename(tmp, final)
-    fsync_dir(directory)
+    if group:
+        _DirSync.of(directory).sync()
+    else:
+        fsync_dir(directory)
     return final
 
 
@@ -106,14 +164,20 @@ class Maildir:
         now = time.time()
         sec, usec = int(now), int((now % 1) * 1_000_000)
         crlf_size = len(to_crlf(content))  # exactly what RETR will send
-        unique = f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_COUNTER)}R{secrets.token_hex(4)}.{_HOST}"
+        unique = f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_COUNTER)}R{_SALT}.{_HOST}"
         return f"{unique},S={len(content)},W={crlf_size}"
 
     def deliver(self, content: bytes) -> str:
         """Store ``content`` (LF line ends) durably in ``new/``; returns its file name."""
-        self.create()
         name = self.unique_name(content)
-        write_durably(self.new, self.tmp, name, content)
+        try:
+            write_durably(self.new, self.tmp, name, content, group=True)
+        except FileNotFoundError:
+            # The first delivery to this user: make the Maildir (cheaper than checking each time).
+            self.create()
+            with contextlib.suppress(FileNotFoundError):
+                (self.tmp / name).unlink()  # written before new/ turned out to be missing
+            write_durably(self.new, self.tmp, name, content, group=True)
         return name
 
     def discard_new(self, name: str) -> None:
