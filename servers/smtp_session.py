@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 access = access_logger("smtp")
 
 MAX_RECV = 65536  # bytes per read
+#: A message that has passed this many servers is looping (RFC 5321 section 6.3 suggests 100).
+MAX_HOPS = 100
 
 
 @dataclass
@@ -286,6 +288,11 @@ class _Session:
 
     async def _message(self, content: bytes) -> Reply:
         assert self.sender is not None
+        headers = content.partition(b"\r\n\r\n")[0]
+        if (b"\r\n" + headers).lower().count(b"\r\nreceived:") >= MAX_HOPS:
+            self._reset()
+            log.warning("%s: refused a message with %d+ Received: headers (mail loop)", self.peer, MAX_HOPS)
+            return Reply(554, "Too many hops, mail loop detected", "5.4.6")
         message_id = new_message_id()
         protocol = with_protocol(
             extended=self.extended,

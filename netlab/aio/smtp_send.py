@@ -165,17 +165,17 @@ async def send_message(
         mail_reply = await client.reply("MAIL")
         rcpt_replies = [await client.reply("RCPT") for _ in rcpts]
         data_reply = await client.reply("DATA")
+        if mail_reply.code != 250:
+            raise SmtpSendError(mail_reply, "MAIL")
     else:
         mail_reply = await client.command(mail, "MAIL")
         if mail_reply.code != 250:
             raise SmtpSendError(mail_reply, "MAIL")
         rcpt_replies = [await client.command(r, "RCPT") for r in rcpts]
-        if not any(r.code // 100 == 2 for r in rcpt_replies):
-            data_reply = Reply(554, "No valid recipients", "5.5.1")
-        else:
+        if any(r.code // 100 == 2 for r in rcpt_replies):
             data_reply = await client.command(Data(), "DATA")
-    if mail_reply.code != 250:
-        raise SmtpSendError(mail_reply, "MAIL")
+        else:
+            data_reply = Reply(554, "No valid recipients", "5.5.1")  # DATA not sent at all
     accepted = []
     for rcpt, reply in zip(recipients, rcpt_replies, strict=True):
         result.replies[rcpt] = reply

@@ -295,3 +295,13 @@ async def test_starttls_then_auth_login(mail: MailSystem, nursery: trio.Nursery)
     assert await secure.code() == 250
     (path,) = maildir_files(mail.root, "bob@example.test")
     assert b"with ESMTPSA" in path.read_bytes()
+
+
+async def test_mail_loop_is_refused(mail: MailSystem, nursery: trio.Nursery) -> None:
+    client, _ = await connect(nursery, smtp_context(mail))
+    await client.send("EHLO c", "MAIL FROM:<x@y.test>", "RCPT TO:<alice@example.test>", "DATA")
+    assert [await client.code() for _ in range(4)] == [250, 250, 250, 354]
+    await client.send(*["Received: from somewhere by elsewhere; Mon, 1 Jan 2024 00:00:00 +0000"] * 100)
+    await client.send("Subject: loop", "", "round and round", ".")
+    assert await client.reply() == (554, "5.4.6 Too many hops, mail loop detected")
+    assert maildir_files(mail.root, "alice@example.test") == []
