@@ -113,7 +113,7 @@ class MailSystem:
             OSError: a copy could not be stored; nothing of this message remains.
         """
         local = [r for r in recipients if self.is_local(r)]
-        remote = [r for r in recipients if not self.is_local(r)]
+        remote = list(dict.fromkeys(r for r in recipients if not self.is_local(r)))
         delivered: list[tuple[str, str]] = []
         try:
             for rcpt in dict.fromkeys(normalize_address(r) for r in local):

@@ -26,7 +26,7 @@ from netlab.aio.dns_stub import StubResolver
 from netlab.aio.shutdown import Lifetime, Service, run_services
 from netlab.aio.tls import client_context, ensure_self_signed, server_context
 from netlab.cli import config_option, load_config
-from netlab.config import NetlabConfig, SmtpConfig, data_path
+from netlab.config import ConfigError, NetlabConfig, SmtpConfig, data_path
 from servers.mail_system import MailSystem
 from servers.relay import Connect, MxResolver, Relay
 from servers.smtp_session import SmtpServerContext, handle_connection
@@ -41,7 +41,7 @@ def tls_context(cert: str, key: str, store: Path, hostname: str) -> ssl.SSLConte
     if cert and key:
         return server_context(Path(cert).expanduser(), Path(key).expanduser())
     if cert or key:
-        raise click.UsageError("tls_cert and tls_key go together")
+        raise ConfigError("tls_cert and tls_key go together")
     return server_context(*ensure_self_signed(store / "tls", hostname))
 
 
@@ -168,5 +168,5 @@ def run_alone(config: NetlabConfig, svc: Service) -> None:
 
     try:
         trio.run(lambda: run_services([svc], grace_period=config.general.grace_period, on_started=on_started))
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -191,7 +191,9 @@ class _Session:
                 log.info("%s: TLS handshake failed: %s", self.peer, exc.__cause__ or exc)
                 return False
             self.tls = True
+            # RFC 3207 section 4.2: forget everything learnt before TLS, the AUTH included.
             self._reset(helo=True)
+            self.user = None
             return True
         return False
 

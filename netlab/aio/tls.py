@@ -4,13 +4,15 @@ Strategy: a server configured with a certificate and key uses them.  Otherwise i
 self-signed pair on its first run (an ECDSA P-256 key, names for its host name, ``localhost``,
 127.0.0.1 and ::1) and keeps it in its data directory, so the certificate a client pinned stays
 the same across restarts.  The pair is written key first, each file atomically, the key with mode
-0600.  Clients in the lab do not verify by default (every lab certificate is self-signed); a
-switch turns verification on against the system's trust store or a given CA file.
+0600, under a lock so that two servers starting at once agree on one pair.  Clients in the lab
+do not verify by default (every lab certificate is self-signed); a switch turns verification on
+against the system's trust store or a given CA file.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import logging
 import os
@@ -35,6 +37,18 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Two servers starting together (smtpd and pop3d) must not each write half a pair.
+    lock = os.open(directory / "make.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cert_path.exists() and key_path.exists()):
+            _make_pair(cert_path, key_path, hostname)
+    finally:
+        os.close(lock)
+    return cert_path, key_path
+
+
+def _make_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
@@ -57,8 +71,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     )
     _write_atomic(key_path, key_pem, 0o600)
     _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    log.info("made a self-signed certificate for %s in %s", hostname, directory)
-    return cert_path, key_path
+    log.info("made a self-signed certificate for %s in %s", hostname, cert_path.parent)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:

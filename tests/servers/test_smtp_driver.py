@@ -305,3 +305,19 @@ async def test_mail_loop_is_refused(mail: MailSystem, nursery: trio.Nursery) -> 
     await client.send("Subject: loop", "", "round and round", ".")
     assert await client.reply() == (554, "5.4.6 Too many hops, mail loop detected")
     assert maildir_files(mail.root, "alice@example.test") == []
+
+
+async def test_starttls_forgets_an_earlier_auth(mail: MailSystem, nursery: trio.Nursery) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    client, _ = await connect(nursery, smtp_context(mail, ssl_context=server_ctx, auth_requires_tls=False))
+    await client.send("EHLO c", f"AUTH PLAIN {plain_response('alice@example.test', PASSWORD)}", "STARTTLS")
+    assert [await client.code() for _ in range(3)] == [250, 235, 220]
+    tls = trio.SSLStream(client.stream, client_ctx, server_hostname="mx.test")
+    await tls.do_handshake()
+    secure = LineClient(tls)
+    await secure.send("EHLO c", "MAIL FROM:<alice@example.test>", "RCPT TO:<friend@elsewhere.test>")
+    assert [await secure.code() for _ in range(3)] == [250, 250, 550]
