@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096, help="smtp-source -l, and the POP3 message size")
     parser.add_argument("--pop3-messages", type=int, default=500)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
+    parser.add_argument("--only", choices=["smtp", "pop3"], help="Run one half (results are not written).")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))  # the netlab package of this checkout, imported where used
     rows: list[tuple[str, str, int, float]] = []
@@ -262,11 +263,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="netlab-bench-mail-", dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
-        for n in range(args.rounds):
-            record("smtp", "netlab", n, bench_smtp_netlab(work, args))
-            record("smtp", "aiosmtpd", n, bench_smtp_aiosmtpd(work, args))
-        bench_pop3(work, args, record)
-    write_results(args, rows)
+        if args.only != "pop3":
+            for n in range(args.rounds):
+                record("smtp", "netlab", n, bench_smtp_netlab(work, args))
+                record("smtp", "aiosmtpd", n, bench_smtp_aiosmtpd(work, args))
+        if args.only != "smtp":
+            bench_pop3(work, args, record)
+    if args.only is None:
+        write_results(args, rows)
 
 
 def median(rows: list[tuple[str, str, int, float]], test: str, server: str) -> float:
