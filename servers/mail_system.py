@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Password hashes computed at once (each argon2 verification holds 19 MiB for ~30 ms).
 MAX_VERIFYING = 4
+#: Worker threads for store calls.  A few are enough for fsyncs to overlap; many more only make
+#: them fight over the GIL (every system call releases and retakes it) and the CPU.
+STORE_THREADS = 8
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -79,6 +82,7 @@ class MailSystem:
         self.clock = clock
         self.threads = threads
         self._verifying = trio.CapacityLimiter(MAX_VERIFYING)
+        self._store_threads = trio.CapacityLimiter(STORE_THREADS)
         self.store.create()
         #: Set whenever something new is queued; the relay waits on it.
         self.queued = trio.Event()
@@ -86,7 +90,7 @@ class MailSystem:
     async def run_blocking(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         """``fn(*args)`` in a worker thread (where fsyncs of concurrent sessions overlap)."""
         if self.threads:
-            return await trio.to_thread.run_sync(fn, *args)
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._store_threads)
         await trio.lowlevel.checkpoint()
         return fn(*args)
 
