@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ __all__ = ["LazyGroup", "config_option", "load_config", "main"]
 #: Services ``netlab up`` starts, in order: "module:factory", each ``factory(config)`` returning
 #: a :class:`Service` or None when the service is disabled in the configuration.
 SERVICES: Sequence[str] = (
+    "servers.lab:service",  # first, so that the servers after it can be pointed at the lab
+    "servers.dns_auth:service",
+    "servers.rdt:service",
     "servers.smtp:service",
     "servers.pop3:service",
 )
@@ -80,6 +84,7 @@ def load_config(
 @click.group(
     cls=LazyGroup,
     lazy={
+        "dig": "clients.dig:command",
         "link": "clients.link:command",
         "smtpd": "servers.smtp:command",
         "pop3d": "servers.pop3:command",
@@ -100,6 +105,20 @@ def main(log_level: str) -> None:
     setup_logging(log_level)
 
 
+@main.group(
+    cls=LazyGroup,
+    # "resolver": the recursive resolver, added with it.
+    lazy={"serve": "servers.dns_auth:command"},
+)
+def dns() -> None:
+    """DNS servers: the authoritative server."""
+
+
+@main.group(cls=LazyGroup, lazy={"up": "servers.lab:up_command", "zones": "servers.lab:zones_command"})
+def lab() -> None:
+    """The offline lab Internet: root, TLD and authoritative DNS servers on 127.0.0.x."""
+
+
 @main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
 def rdt() -> None:
     """Reliable transport over UDP (Go-Back-N, Selective Repeat, stop-and-wait)."""
@@ -117,6 +136,10 @@ def config_show(config_file: Path | None) -> None:
     click.echo(configmod.render_toml(load_config(config_file)), nl=False)
 
 
+def _no_daemon(ok: bool) -> None:
+    """Start-up needs reporting only to the parent of a daemon."""
+
+
 @main.command()
 @config_option
 @click.option("--daemon", is_flag=True, help="Detach and run in the background (needs --pidfile).")
@@ -126,18 +149,23 @@ def config_show(config_file: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where a daemon writes its logs (default: next to the pidfile).",
 )
-def up(config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: Path | None) -> None:
+@click.option(
+    "--lab", is_flag=True, help="Also run the offline lab Internet (DNS root, TLDs, zones on 127.0.0.x)."
+)
+def up(
+    config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: Path | None, lab: bool
+) -> None:
     """Run every server of the suite on loopback until Ctrl-C or SIGTERM."""
-    config = load_config(config_file)
+    config = load_config(config_file, {"lab": {"enabled": True if lab else None}})
     services = [s for s in (_import(t)(config) for t in SERVICES) if s is not None]
+    notify: Callable[[bool], None] = _no_daemon
     if daemon:
         from netlab.daemon import DaemonError, daemonize
 
         if pidfile is None:
             raise click.UsageError("--daemon needs --pidfile FILE")
-        log_file = log_file or pidfile.with_suffix(".log")
         try:
-            daemonize(pidfile, log_file)
+            notify = daemonize(pidfile, log_file or pidfile.with_suffix(".log"))
         except DaemonError as exc:
             raise click.ClickException(str(exc)) from exc
         setup_logging(config.general.log_level)
@@ -145,12 +173,26 @@ def up(config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: P
     def on_started(service: Service, lines: list[str]) -> None:
         for line in lines:
             click.echo(f"{service.name:<8} {line}")
-        sys.stdout.flush()
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    run_services,
+                    services,
+                    grace_period=config.general.grace_period,
+                    on_started=on_started,
+                )
+            )
+            click.echo(f"netlab: {len(services)} services up; Ctrl-C or SIGTERM stops them")
+            sys.stdout.flush()
+            notify(True)
 
     try:
-        trio.run(
-            lambda: run_services(services, grace_period=config.general.grace_period, on_started=on_started)
-        )
+        trio.run(run)
+    except BaseException:
+        notify(False)
+        raise
     finally:
         if daemon and pidfile is not None:
             pidfile.unlink(missing_ok=True)

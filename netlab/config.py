@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 __all__ = [
     "ConfigError",
+    "DnsConfig",
     "GeneralConfig",
+    "LabConfig",
     "NetlabConfig",
     "Pop3Config",
     "RdtConfig",
@@ -63,10 +65,53 @@ class RdtConfig:
     listen: str = "127.0.0.1:9001"
     #: Where received files are written; empty means ``<data_dir>/rdt``.
     out_dir: str = ""
+    #: What ``netlab rdt send`` asks for by default ("gbn", "sr" or "saw"); the receiver
+    #: serves all three.
     protocol: str = "sr"
+    #: The sender's window and sequence-number bits; for the receiver, the largest it accepts.
     window: int = 32
     seq_bits: int = 16
     max_retries: int = 10
+    #: Bytes of payload per segment for ``netlab rdt send``; 0 picks 60 KiB towards a loopback
+    #: address and 1200 (fits any IPv6 path) elsewhere.
+    mss: int = 0
+    #: The largest file the receiver accepts, in bytes.
+    max_size: int = 1 << 30
+    #: Transfers received at once; more senders are refused until one finishes.
+    max_connections: int = 64
+    #: Seconds a transfer may go without receiving a byte before the receiver gives up.
+    idle_timeout: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DnsConfig:
+    """The authoritative DNS server (``[dns]``): ``netlab dns serve``; under ``netlab up`` it
+    starts only when it has zones."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:5300"
+    #: Master files to serve, each with an ``$ORIGIN`` or named ``<origin>.zone``.
+    zones: tuple[str, ...] = ()
+    #: The EDNS UDP payload size we advertise and the largest UDP reply we send.
+    udp_payload: int = 1232
+    tcp_idle_timeout: float = 10.0
+    max_tcp_connections: int = 128
+    query_log: bool = True
+    #: Processes sharing the port with SO_REUSEPORT (``netlab dns serve`` only).
+    workers: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LabConfig:
+    """The offline lab Internet (``[lab]``): root, TLD and authoritative servers on 127.0.0.x."""
+
+    enabled: bool = False
+    #: The one port of every lab server.  53 falls back to a free high port when the process may
+    #: not bind it (not root, or in use); 0 always takes a free high port.
+    port: int = 53
+    #: Where the lab records its port and root hints; empty means ``<data_dir>/lab``.
+    state_dir: str = ""
+    query_log: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +176,8 @@ class NetlabConfig:
 
     general: GeneralConfig = dataclasses.field(default_factory=GeneralConfig)
     rdt: RdtConfig = dataclasses.field(default_factory=RdtConfig)
+    dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
+    lab: LabConfig = dataclasses.field(default_factory=LabConfig)
     smtp: SmtpConfig = dataclasses.field(default_factory=SmtpConfig)
     pop3: Pop3Config = dataclasses.field(default_factory=Pop3Config)
 

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["DaemonError", "daemonize", "read_pidfile", "stop_daemon"]
@@ -33,11 +34,12 @@ def read_pidfile(pidfile: Path) -> int | None:
     return pid if _alive(pid) else None
 
 
-def daemonize(pidfile: Path, log_file: Path) -> None:
+def daemonize(pidfile: Path, log_file: Path) -> Callable[[bool], None]:
     """Turn the calling process into a daemon; only the grandchild returns.
 
-    The original process exits 0 once the daemon has written its pidfile, so a script that runs
-    ``netlab up --daemon`` can rely on the pidfile right after.
+    Returns a ``notify(ok)`` callable: the original process waits, attached to the terminal, until
+    the daemon calls it once its sockets are bound (exit status 0), reports failure, or dies
+    (exit status 1).  So ``netlab up --daemon && netlab dig ...`` works without a sleep.
 
     Raises:
         DaemonError: a live daemon already holds ``pidfile``.
@@ -51,9 +53,11 @@ def daemonize(pidfile: Path, log_file: Path) -> None:
     sys.stderr.flush()
     ready_r, ready_w = os.pipe()
     if os.fork() > 0:
-        # The original process: wait until the grandchild says it is set up (or dies).
+        # The original process: wait until the grandchild says how start-up went (or dies).
         os.close(ready_w)
         status = os.read(ready_r, 1)
+        if status != b"1":
+            sys.stderr.write(f"netlab: the daemon failed to start; see {log_file}\n")
         os._exit(0 if status == b"1" else 1)
     os.close(ready_r)
     os.setsid()
@@ -71,8 +75,13 @@ def daemonize(pidfile: Path, log_file: Path) -> None:
     tmp = pidfile.with_name(pidfile.name + ".tmp")
     tmp.write_text(f"{os.getpid()}\n")
     tmp.replace(pidfile)
-    os.write(ready_w, b"1")
-    os.close(ready_w)
+
+    def notify(ok: bool) -> None:
+        with contextlib.suppress(OSError):
+            os.write(ready_w, b"1" if ok else b"0")
+            os.close(ready_w)
+
+    return notify
 
 
 def stop_daemon(pidfile: Path, *, timeout: float = 30.0) -> int:

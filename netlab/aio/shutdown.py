@@ -96,4 +96,6 @@ async def run_services(
                         lines = await nursery.start(service.serve, lifetime)
                         on_started(service, lines)
                     task_status.started(lifetime)
+                    # Services return once they have drained; until then the nursery waits.
+                    await lifetime.stopping.wait()
             helpers.cancel_scope.cancel()
