@@ -32,6 +32,8 @@ SERVICES: Sequence[str] = (
     "servers.dns_auth:service",
     "servers.rdt:service",
     "servers.proxy:service",
+    "servers.smtp:service",
+    "servers.pop3:service",
 )
 
 
@@ -86,6 +88,9 @@ def load_config(
         "dig": "clients.dig:command",
         "link": "clients.link:command",
         "proxy": "servers.proxy:command",
+        "smtpd": "servers.smtp:command",
+        "pop3d": "servers.pop3:command",
+        "mail": "clients.mail:command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -26,8 +26,10 @@ __all__ = [
     "GeneralConfig",
     "LabConfig",
     "NetlabConfig",
+    "Pop3Config",
     "ProxyConfig",
     "RdtConfig",
+    "SmtpConfig",
     "data_path",
     "load",
     "override",
@@ -152,6 +154,62 @@ class ProxyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SmtpConfig:
+    """The SMTP server and its outbound relay (``[smtp]``)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:2525"
+    #: The mail store shared with POP3; empty means ``<data_dir>/mail``.
+    store: str = ""
+    #: Domains whose mail is delivered here; mail for others is relayed (if allowed).
+    domains: tuple[str, ...] = ("example.test",)
+    #: Our name in the greeting and in Received: headers; empty means the host name.
+    hostname: str = ""
+    max_message_size: int = 10_240_000  # octets (the SIZE limit, RFC 1870)
+    max_recipients: int = 100  # RFC 5321 section 4.5.3.1.8 asks for at least 100
+    idle_timeout: float = 300.0  # seconds; RFC 5321 section 4.5.3.2.7
+    #: PEM certificate and key for STARTTLS; empty: a self-signed pair made on first run.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Offer AUTH only inside TLS (RFC 4954 section 4 recommends it for PLAIN and LOGIN).
+    auth_requires_tls: bool = True
+    #: Networks (CIDR) whose clients may relay without AUTH; none by default: no open relay.
+    trusted_networks: tuple[str, ...] = ()
+    login_delay: float = 2.0  # seconds before answering a failed AUTH
+    max_auth_failures: int = 3
+    #: The recursive resolver the relay asks for MX and address records.
+    resolver: str = "127.0.0.1:5353"
+    relay_port: int = 25
+    #: Check the certificates of the servers we relay to (lab servers are self-signed).
+    relay_tls_verify: bool = False
+    #: Seconds between delivery attempts, growing; the last repeats (RFC 5321 4.5.4.1).
+    retry_delays: tuple[float, ...] = (900.0, 1800.0, 3600.0, 7200.0, 14400.0)
+    #: Seconds after which undeliverable mail is bounced (RFC 5321 4.5.4.1: 4-5 days).
+    give_up_after: float = 432_000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Pop3Config:
+    """The POP3 server (``[pop3]``)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:1100"
+    #: The mail store shared with SMTP; empty means ``<data_dir>/mail``.
+    store: str = ""
+    hostname: str = ""
+    #: Offer APOP (RFC 1939 section 7); it needs the secret stored (``mail adduser --apop``).
+    apop: bool = False
+    #: PEM certificate and key for STLS; empty: the self-signed pair of the store.
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: Accept USER/PASS and AUTH only inside TLS (RFC 2595 section 2.3).
+    auth_requires_tls: bool = True
+    login_delay: float = 2.0  # seconds before answering a failed login
+    max_failed_logins: int = 3
+    idle_timeout: float = 600.0  # seconds; RFC 1939 section 3 asks for at least 10 minutes
+
+
+@dataclasses.dataclass(frozen=True)
 class NetlabConfig:
     """The effective configuration of the whole suite: one attribute per TOML table."""
 
@@ -160,6 +218,8 @@ class NetlabConfig:
     dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
     lab: LabConfig = dataclasses.field(default_factory=LabConfig)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
+    smtp: SmtpConfig = dataclasses.field(default_factory=SmtpConfig)
+    pop3: Pop3Config = dataclasses.field(default_factory=Pop3Config)
 
 
 def data_path(config: NetlabConfig, explicit: str, default_subdir: str) -> Path:

