@@ -1,0 +1,124 @@
+"""Domain names and RRsets as the resolver keeps them, and reading untrusted DNS messages.
+
+Strategy: a domain name is a tuple of lower-cased labels, leftmost first, with the root as the
+empty tuple.  DNS names compare case-insensitively (RFC 4343 section 3), so folding once on the
+way in makes every later comparison, dictionary key and suffix test exact and cheap: "is ``n``
+at or below ``z``" is a tuple-suffix comparison, never string surgery on dots and escapes.
+
+An RRset (RFC 2181 section 5) is every record of one owner, type and class.  The resolver never
+caches or answers single records, only whole RRsets, and gives every member the same TTL: the
+smallest one received (RFC 2181 section 5.2).  dnslib stays the wire codec; its ``RR`` objects
+are kept inside the RRset and copied with a fresh TTL when an answer is built.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import dnslib
+
+__all__ = [
+    "ROOT",
+    "Name",
+    "RRset",
+    "group_rrsets",
+    "is_subdomain",
+    "name_of",
+    "negative_ttl",
+    "parse_message_untrusted",
+    "to_label",
+    "to_text",
+]
+
+Name = tuple[bytes, ...]
+ROOT: Name = ()
+
+CLASS_IN = 1
+MAX_TTL = 2**31 - 1  # seconds; RFC 2181 section 8: larger values are treated as zero
+
+
+def name_of(label: dnslib.DNSLabel | str) -> Name:
+    """The case-folded label tuple of a dnslib label or a presentation-form name."""
+    if isinstance(label, str):
+        label = dnslib.DNSLabel(label)
+    return tuple(part.lower() for part in label.label)
+
+
+def to_label(name: Name) -> dnslib.DNSLabel:
+    return dnslib.DNSLabel(name)
+
+
+def to_text(name: Name) -> str:
+    """Presentation form with the trailing dot: ``www.shop.test.``, or ``.`` for the root."""
+    return ".".join(part.decode("ascii", "backslashreplace") for part in name) + "." if name else "."
+
+
+def is_subdomain(name: Name, ancestor: Name) -> bool:
+    """True when ``name`` is ``ancestor`` or below it (every name is below the root)."""
+    return len(name) >= len(ancestor) and name[len(name) - len(ancestor) :] == ancestor
+
+
+@dataclass(frozen=True, slots=True)
+class RRset:
+    """The records of one owner name and type, all sharing the smallest TTL received."""
+
+    name: Name
+    rtype: int
+    ttl: int
+    records: tuple[dnslib.RR, ...]
+
+    def targets(self) -> list[Name]:
+        """The names an NS or CNAME RRset points at."""
+        return [name_of(rr.rdata.label) for rr in self.records]
+
+    def addresses(self) -> list[str]:
+        """The addresses of an A or AAAA RRset, in presentation form."""
+        return [str(rr.rdata) for rr in self.records]
+
+
+def _clamp_ttl(ttl: int) -> int:
+    # RFC 2181 section 8: a TTL with the top bit set is treated as zero.
+    return ttl if 0 <= ttl <= MAX_TTL else 0
+
+
+def group_rrsets(records: Iterable[dnslib.RR]) -> dict[tuple[Name, int], RRset]:
+    """Gather one message section into RRsets, keyed by ``(owner, type)``, in order of appearance.
+
+    Only class IN records are kept, and never OPT (a pseudo-record, RFC 6891 section 6.1.1).
+    Duplicate records are merged, as RFC 2181 section 5 asks.
+    """
+    members: dict[tuple[Name, int], list[dnslib.RR]] = {}
+    for rr in records:
+        if rr.rclass != CLASS_IN or rr.rtype == dnslib.QTYPE.OPT:
+            continue
+        key = (name_of(rr.rname), rr.rtype)
+        bucket = members.setdefault(key, [])
+        if not any(old.rdata == rr.rdata for old in bucket):
+            bucket.append(rr)
+    return {
+        key: RRset(key[0], key[1], min(_clamp_ttl(rr.ttl) for rr in rrs), tuple(rrs))
+        for key, rrs in members.items()
+    }
+
+
+def negative_ttl(soa: RRset) -> int:
+    """How long a negative answer may be cached: min(SOA TTL, SOA MINIMUM), RFC 2308 section 5."""
+    minimum = soa.records[0].rdata.times[4]
+    return min(soa.ttl, _clamp_ttl(minimum))
+
+
+_PARSE_ERRORS = (dnslib.DNSError, struct.error, IndexError, ValueError, UnicodeDecodeError, KeyError)
+
+
+def parse_message_untrusted(data: bytes) -> dnslib.DNSRecord | None:
+    """A parsed message, or None when the bytes are not one (never raises on peer input).
+
+    dnslib rejects compression-pointer loops and truncated sections with ``DNSError``; the other
+    exception types cover the struct and buffer errors it lets escape on short or odd input.
+    """
+    try:
+        return dnslib.DNSRecord.parse(data)
+    except _PARSE_ERRORS:
+        return None
