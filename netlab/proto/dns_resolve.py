@@ -39,9 +39,10 @@ from netlab.proto import dns_response
 from netlab.proto.dns_cache import CacheHit, DnsCache, HitKind, Rank, TimedRRset
 from netlab.proto.dns_hints import RootHints
 from netlab.proto.dns_response import Classified, Kind
-from netlab.proto.dns_rrset import ROOT, Name, is_subdomain, name_of, parse_message_untrusted, to_label
+from netlab.proto.dns_rrset import ROOT, Name, is_subdomain, name_of, to_label
 from netlab.proto.dns_servers import ServerTable
-from netlab.proto.dns_task import Budget, Cut, Exchange, Task, TaskState, Transport
+from netlab.proto.dns_task import Budget, Cut, Exchange, Task, TaskState
+from netlab.proto.dns_wire import RemoteProtocolError, Transport, parse_message_untrusted
 
 __all__ = [
     "Answer",
@@ -228,7 +229,10 @@ class Resolver:
         if ex is None:
             self.stats.late += 1
             return
-        reply = parse_message_untrusted(data)
+        try:
+            reply: dnslib.DNSRecord | None = parse_message_untrusted(data)
+        except RemoteProtocolError:
+            reply = None
         if from_addr != ex.server or reply is None or not _matches(reply, ex):
             self.stats.mismatched += 1
             if ex.transport is Transport.TCP:

@@ -1,4 +1,4 @@
-"""Domain names and RRsets as the resolver keeps them, and reading untrusted DNS messages.
+"""Domain names and RRsets as the resolver keeps them.
 
 Strategy: a domain name is a tuple of lower-cased labels, leftmost first, with the root as the
 empty tuple.  DNS names compare case-insensitively (RFC 4343 section 3), so folding once on the
@@ -8,16 +8,18 @@ at or below ``z``" is a tuple-suffix comparison, never string surgery on dots an
 An RRset (RFC 2181 section 5) is every record of one owner, type and class.  The resolver never
 caches or answers single records, only whole RRsets, and gives every member the same TTL: the
 smallest one received (RFC 2181 section 5.2).  dnslib stays the wire codec; its ``RR`` objects
-are kept inside the RRset and copied with a fresh TTL when an answer is built.
+are kept inside the RRset and copied with a fresh TTL when an answer is built.  Decoding a peer's
+bytes is :func:`netlab.proto.dns_wire.parse_message_untrusted`'s job.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import dnslib
+
+from netlab.proto.dns_wire import name_key
 
 __all__ = [
     "ROOT",
@@ -27,7 +29,6 @@ __all__ = [
     "is_subdomain",
     "name_of",
     "negative_ttl",
-    "parse_message_untrusted",
     "to_label",
     "to_text",
 ]
@@ -41,9 +42,7 @@ MAX_TTL = 2**31 - 1  # seconds; RFC 2181 section 8: larger values are treated as
 
 def name_of(label: dnslib.DNSLabel | str) -> Name:
     """The case-folded label tuple of a dnslib label or a presentation-form name."""
-    if isinstance(label, str):
-        label = dnslib.DNSLabel(label)
-    return tuple(part.lower() for part in label.label)
+    return name_key(dnslib.DNSLabel(label) if isinstance(label, str) else label)
 
 
 def to_label(name: Name) -> dnslib.DNSLabel:
@@ -107,18 +106,3 @@ def negative_ttl(soa: RRset) -> int:
     """How long a negative answer may be cached: min(SOA TTL, SOA MINIMUM), RFC 2308 section 5."""
     minimum = soa.records[0].rdata.times[4]
     return min(soa.ttl, _clamp_ttl(minimum))
-
-
-_PARSE_ERRORS = (dnslib.DNSError, struct.error, IndexError, ValueError, UnicodeDecodeError, KeyError)
-
-
-def parse_message_untrusted(data: bytes) -> dnslib.DNSRecord | None:
-    """A parsed message, or None when the bytes are not one (never raises on peer input).
-
-    dnslib rejects compression-pointer loops and truncated sections with ``DNSError``; the other
-    exception types cover the struct and buffer errors it lets escape on short or odd input.
-    """
-    try:
-        return dnslib.DNSRecord.parse(data)
-    except _PARSE_ERRORS:
-        return None

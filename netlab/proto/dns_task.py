@@ -22,16 +22,15 @@ from dataclasses import dataclass, field
 
 from netlab.proto.dns_cache import TimedRRset
 from netlab.proto.dns_rrset import Name
+from netlab.proto.dns_wire import LocalProtocolError, Transport
 
 __all__ = [
     "TRANSITIONS",
     "Budget",
     "Cut",
     "Exchange",
-    "LocalProtocolError",
     "Task",
     "TaskState",
-    "Transport",
     "minimised_labels",
 ]
 
@@ -42,15 +41,6 @@ Addr = tuple[str, int]
 # no more than MAX_MINIMISE_COUNT queries are spent on one long name.
 MAX_MINIMISE_COUNT = 10
 MINIMISE_ONE_LAB = 4
-
-
-class LocalProtocolError(Exception):
-    """The machine was driven wrongly (a bug in the caller or in the machine itself)."""
-
-
-class Transport(enum.Enum):
-    UDP = "udp"
-    TCP = "tcp"
 
 
 class TaskState(enum.Enum):

@@ -15,7 +15,7 @@ import random
 
 from netlab.proto.dns_hints import RootHints
 from netlab.proto.dns_resolve import Resolver, ResolverSettings
-from tests.proto.dns_fakenet import FakeNet, Responder, Zone, serve, soa
+from tests.proto.dns_fakenet import FakeNet, Responder, serve, soa, zone
 
 ROOT = ("198.51.100.1", 53)
 TEST = ("198.51.100.2", 53)
@@ -27,7 +27,7 @@ GLUELESS = ("198.51.100.13", 53)
 LAME = ("198.51.100.14", 53)
 SHOP2 = ("198.51.100.15", 53)
 
-ROOT_ZONE = Zone(
+ROOT_ZONE = zone(
     ".",
     f"""
 {soa(".")}
@@ -40,7 +40,7 @@ ns1.example. 172800 A {EXAMPLE[0]}
 """,
 )
 
-TEST_ZONE = Zone(
+TEST_ZONE = zone(
     "test.",
     f"""
 {soa("test.", minimum=900)}
@@ -58,7 +58,7 @@ ns2.lame.test. 86400 A {SHOP2[0]}
 """,
 )
 
-EXAMPLE_ZONE = Zone(
+EXAMPLE_ZONE = zone(
     "example.",
     f"""
 {soa("example.")}
@@ -69,7 +69,7 @@ ns1.hosting.example. 86400 A {HOSTING[0]}
 """,
 )
 
-SHOP_ZONE = Zone(
+SHOP_ZONE = zone(
     "shop.test.",
     f"""
 {soa("shop.test.", minimum=300)}
@@ -84,7 +84,7 @@ deep.a.b.c.shop.test. 60 TXT "deep"
 """,
 )
 
-ALIAS_ZONE = Zone(
+ALIAS_ZONE = zone(
     "alias.test.",
     f"""
 {soa("alias.test.")}
@@ -96,7 +96,7 @@ loop2.alias.test. 120 CNAME loop1.alias.test.
 """,
 )
 
-HOSTING_ZONE = Zone(
+HOSTING_ZONE = zone(
     "hosting.example.",
     f"""
 {soa("hosting.example.")}
@@ -106,7 +106,7 @@ ns.hosting.example. 3600 A {GLUELESS[0]}
 """,
 )
 
-GLUELESS_ZONE = Zone(
+GLUELESS_ZONE = zone(
     "glueless.test.",
     f"""
 {soa("glueless.test.")}
@@ -115,7 +115,7 @@ www.glueless.test. 3600 A 127.0.0.13
 """,
 )
 
-LAME_ZONE = Zone(
+LAME_ZONE = zone(
     "lame.test.",
     f"""
 {soa("lame.test.")}
