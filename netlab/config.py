@@ -25,6 +25,7 @@ __all__ = [
     "GeneralConfig",
     "NetlabConfig",
     "RdtConfig",
+    "ResolverConfig",
     "data_path",
     "load",
     "override",
@@ -68,11 +69,34 @@ class RdtConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ResolverConfig:
+    """The caching recursive DNS resolver (``[resolver]``), ``netlab dns resolver``."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:5353"
+    #: Root hints file; empty means the real root servers (shipped with netlab), or the lab's
+    #: root when ``netlab up --lab`` runs it.
+    root_hints: str = ""
+    #: The port every authoritative server is asked on (glue carries addresses, not ports).
+    upstream_port: int = 53
+    qname_minimisation: bool = True
+    #: Client networks that get answers; everyone else gets REFUSED: never an open resolver.
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    cache_size: int = 200_000
+    max_ttl: int = 86_400
+    max_negative_ttl: int = 3_600
+    #: Seconds a client's question may take before it is answered SERVFAIL.
+    deadline: float = 8.0
+    max_upstream_queries: int = 48
+
+
+@dataclasses.dataclass(frozen=True)
 class NetlabConfig:
     """The effective configuration of the whole suite: one attribute per TOML table."""
 
     general: GeneralConfig = dataclasses.field(default_factory=GeneralConfig)
     rdt: RdtConfig = dataclasses.field(default_factory=RdtConfig)
+    resolver: ResolverConfig = dataclasses.field(default_factory=ResolverConfig)
 
 
 def data_path(config: NetlabConfig, explicit: str, default_subdir: str) -> Path:
