@@ -27,7 +27,11 @@ __all__ = ["LazyGroup", "config_option", "load_config", "main"]
 
 #: Services ``netlab up`` starts, in order: "module:factory", each ``factory(config)`` returning
 #: a :class:`Service` or None when the service is disabled in the configuration.
-SERVICES: Sequence[str] = ()
+SERVICES: Sequence[str] = (
+    "servers.lab:service",  # first, so that the servers after it can be pointed at the lab
+    "servers.dns_auth:service",
+    "servers.dns_resolver:service",
+)
 
 
 class LazyGroup(click.Group):
@@ -77,7 +81,10 @@ def load_config(
 
 @click.group(
     cls=LazyGroup,
-    lazy={},
+    lazy={
+        "dig": "clients.dig:command",
+        "link": "clients.link:command",
+    },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="netlab")
@@ -93,7 +100,20 @@ def main(log_level: str) -> None:
     setup_logging(log_level)
 
 
-@main.group(cls=LazyGroup, lazy={})
+@main.group(
+    cls=LazyGroup,
+    lazy={"serve": "servers.dns_auth:command", "resolver": "servers.dns_resolver:command"},
+)
+def dns() -> None:
+    """DNS servers: the authoritative server and the caching recursive resolver."""
+
+
+@main.group(cls=LazyGroup, lazy={"up": "servers.lab:up_command", "zones": "servers.lab:zones_command"})
+def lab() -> None:
+    """The offline lab Internet: root, TLD and authoritative DNS servers on 127.0.0.x."""
+
+
+@main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
 def rdt() -> None:
     """Reliable transport over UDP (Go-Back-N, Selective Repeat, stop-and-wait)."""
 
@@ -123,9 +143,14 @@ def _no_daemon(ok: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where a daemon writes its logs (default: next to the pidfile).",
 )
-def up(config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: Path | None) -> None:
+@click.option(
+    "--lab", is_flag=True, help="Also run the offline lab Internet (DNS root, TLDs, zones on 127.0.0.x)."
+)
+def up(
+    config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: Path | None, lab: bool
+) -> None:
     """Run every server of the suite on loopback until Ctrl-C or SIGTERM."""
-    config = load_config(config_file)
+    config = load_config(config_file, {"lab": {"enabled": True if lab else None}})
     services = [s for s in (_import(t)(config) for t in SERVICES) if s is not None]
     notify: Callable[[bool], None] = _no_daemon
     if daemon:

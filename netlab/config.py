@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 __all__ = [
     "ConfigError",
+    "DnsConfig",
     "GeneralConfig",
+    "LabConfig",
     "NetlabConfig",
     "RdtConfig",
     "ResolverConfig",
@@ -91,12 +93,45 @@ class ResolverConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DnsConfig:
+    """The authoritative DNS server (``[dns]``): ``netlab dns serve``; under ``netlab up`` it
+    starts only when it has zones."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:5300"
+    #: Master files to serve, each with an ``$ORIGIN`` or named ``<origin>.zone``.
+    zones: tuple[str, ...] = ()
+    #: The EDNS UDP payload size we advertise and the largest UDP reply we send.
+    udp_payload: int = 1232
+    tcp_idle_timeout: float = 10.0
+    max_tcp_connections: int = 128
+    query_log: bool = True
+    #: Processes sharing the port with SO_REUSEPORT (``netlab dns serve`` only).
+    workers: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LabConfig:
+    """The offline lab Internet (``[lab]``): root, TLD and authoritative servers on 127.0.0.x."""
+
+    enabled: bool = False
+    #: The one port of every lab server.  53 falls back to a free high port when the process may
+    #: not bind it (not root, or in use); 0 always takes a free high port.
+    port: int = 53
+    #: Where the lab records its port and root hints; empty means ``<data_dir>/lab``.
+    state_dir: str = ""
+    query_log: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class NetlabConfig:
     """The effective configuration of the whole suite: one attribute per TOML table."""
 
     general: GeneralConfig = dataclasses.field(default_factory=GeneralConfig)
     rdt: RdtConfig = dataclasses.field(default_factory=RdtConfig)
     resolver: ResolverConfig = dataclasses.field(default_factory=ResolverConfig)
+    dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
+    lab: LabConfig = dataclasses.field(default_factory=LabConfig)
 
 
 def data_path(config: NetlabConfig, explicit: str, default_subdir: str) -> Path:

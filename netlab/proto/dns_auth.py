@@ -9,7 +9,8 @@ resolver and must not look like one), then let the zone say what it knows
   because the data belongs to the child (RFC 1034 section 4.3.2 step 3b);
 * an answer, AA set (RFC 1035 section 4.1.1); wildcard answers take the query name as owner
   (RFC 4592 section 3.3.1); the addresses of MX, NS and SRV targets we are authoritative for go
-  in the additional section (RFC 1034 section 3.6.2, RFC 2782);
+  in the additional section (RFC 1034 section 3.6.2, RFC 2782), and for NS targets below a cut
+  the zone's glue, which is how a root server answers a priming query (RFC 8109 section 3.2);
 * an alias: the CNAME goes in the answer and the lookup restarts at its target while the target
   is in one of our zones (RFC 1034 step 3a), up to :data:`MAX_CHAIN` links and never twice
   through one name; a chain that leaves our zones or reaches a cut ends there, for the resolver
@@ -138,6 +139,12 @@ class Authority:
                 found = zone.lookup(key, qtype)
                 if found.outcome is Outcome.ANSWER and not found.wildcard:
                     out.extend(found.rrsets[0].records())
+                elif found.outcome is Outcome.REFERRAL and rr.rtype == QTYPE.NS:
+                    # A name server named below a cut (the root's a.root-servers.test under
+                    # test.): the zone's glue is what a priming resolver needs (RFC 8109 3.2).
+                    out.extend(
+                        r for rrset in zone.addresses(key) if rrset.rtype == qtype for r in rrset.records()
+                    )
         return out
 
 

@@ -235,6 +235,20 @@ def test_answers(authority: Authority, case: Case) -> None:
     assert [_rr_text(rr) for rr in reply.ar] == case.additional
 
 
+def test_priming_answer_carries_glue_from_below_a_cut() -> None:
+    # RFC 8109 section 3.2: the root's own name server is named under a TLD it delegates.
+    root = parse_zone_text(
+        "$ORIGIN .\n$TTL 60\n@ SOA a.root.test. h. 1 1 1 1 1\n@ NS a.root.test.\n"
+        "test. NS ns.test.\na.root.test. A 127.0.0.2\nns.test. A 127.0.0.3\n"
+    )
+    reply = _answer(Authority([root]), ".", "NS")
+    assert reply.header.aa == 1
+    assert [_rr_text(rr) for rr in reply.rr] == [". NS a.root.test."]
+    assert [_rr_text(rr) for rr in reply.ar] == ["a.root.test. A 127.0.0.2"]
+    # ...but an MX target below a cut gets no glue: that address is the child's to give.
+    assert _answer(Authority([root]), "a.root.test", "A").header.aa == 0
+
+
 def test_negative_ttl_is_the_smaller_of_soa_ttl_and_minimum(authority: Authority) -> None:
     assert _answer(authority, "nope.shop.test", "A").auth[0].ttl == 60  # SOA TTL 300, minimum 60
     assert _answer(authority, "nope.cdn.example", "A").auth[0].ttl == 300  # SOA TTL 3600, minimum 300

@@ -1,0 +1,111 @@
+"""The offline lab (netlab.lab): every documented name resolves from the root hints, on real sockets."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from dnslib import QTYPE, DNSRecord
+
+from netlab.aio.dns_exchange import ExchangeError, exchange_udp, run_trace
+from netlab.lab import MAIL_DOMAINS, SERVERS, WEB_ORIGIN, LabHost, LabInfo, start_lab, zone_dir
+from netlab.proto.dns_trace import Done, Failed, Trace, TraceEvent
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[LabInfo]:
+    async with trio.open_nursery() as nursery:
+        info: LabInfo = await nursery.start(partial(start_lab, port=0))
+        yield info
+        nursery.cancel_scope.cancel()
+
+
+async def trace(info: LabInfo, name: str, qtype: str = "A") -> TraceEvent:
+    hints = [(h.name, h.address) for h in info.root_hints]
+    machine = Trace(name, getattr(QTYPE, qtype), hints, port=info.port, rng=random.Random(5), timeout=1.0)
+    events: list[TraceEvent] = []
+    with trio.fail_after(20):
+        await run_trace(machine, events.append)
+    return events[-1]
+
+
+def data(event: TraceEvent) -> list[str]:
+    assert isinstance(event, Done), event
+    return [f"{rr.rname} {QTYPE.get(rr.rtype)} {rr.rdata.toZone()}" for rr in event.message.rr]
+
+
+@pytest.mark.timeout(60)
+async def test_documented_names_resolve(lab: LabInfo) -> None:
+    assert lab.port > 1024
+    assert data(await trace(lab, WEB_ORIGIN.name)) == [f"www.shop.test. A {WEB_ORIGIN.address}"]
+    for domain in MAIL_DOMAINS:
+        mx = data(await trace(lab, domain.domain, "MX"))
+        assert mx == [f"{domain.domain}. MX {10 * (i + 1)} {h.name}." for i, h in enumerate(domain.mx)]
+        for host in domain.mx:
+            assert data(await trace(lab, host.name)) == [f"{host.name}. A {host.address}"]
+    assert data(await trace(lab, "images.shop.test")) == [
+        "images.shop.test. CNAME cdn.shop.test.",
+        "cdn.shop.test. CNAME edge.cdn.example.",
+    ]
+    assert data(await trace(lab, "edge.cdn.example")) == [
+        "edge.cdn.example. CNAME edge1.cdn.example.",
+        "edge1.cdn.example. A 127.0.0.80",
+    ]
+    assert data(await trace(lab, "anything.apps.shop.test")) == ["anything.apps.shop.test. A 127.0.0.81"]
+    assert data(await trace(lab, "80.0.0.127.in-addr.arpa", "PTR")) == [
+        "80.0.0.127.in-addr.arpa. PTR www.shop.test."
+    ]
+    assert data(await trace(lab, "www.backup.test")) == ["www.backup.test. A 127.0.0.80"]
+    nx = await trace(lab, "x.b.apps.shop.test")
+    assert isinstance(nx, Done)
+    assert nx.message.header.rcode == 3
+
+
+@pytest.mark.timeout(60)
+async def test_broken_parts_of_the_lab(lab: LabInfo) -> None:
+    assert isinstance(await trace(lab, "www.lame.test"), Failed)
+    assert isinstance(await trace(lab, "www.stale.test"), Failed)
+    lame = lab.server("ns1.lame.test")
+    reply = DNSRecord.parse(
+        await exchange_udp(DNSRecord.question("www.lame.test").pack(), (lame.address, lab.port))
+    )
+    assert reply.header.rcode == 5
+    dead = lab.server("ns1.dead.test")
+    with pytest.raises(ExchangeError):
+        await exchange_udp(
+            DNSRecord.question("www.dead.test").pack(), (dead.address, lab.port), retry_after=0.2, tries=1
+        )
+
+
+def test_every_server_has_its_own_address_and_zones_exist() -> None:
+    assert len({s.address for s in SERVERS}) == len(SERVERS)
+    shipped = {p.name for p in zone_dir().glob("*.zone")}
+    assert {z for s in SERVERS for z in s.zones} == shipped
+
+
+def test_info_round_trips_and_is_recorded(tmp_path: Path) -> None:
+    info = LabInfo(port=5353, root_hints=(LabHost(SERVERS[0].name, SERVERS[0].address),))
+    info.save(tmp_path)
+    assert LabInfo.load(tmp_path) == info
+    assert "a.root-servers.test.\t3600000\tA\t127.0.0.2" in (tmp_path / "root.hints").read_text()
+
+
+def test_lab_zones_command_prints_the_shipped_directory() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "netlab", "lab", "zones"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert Path(out.strip()) == zone_dir()
+    assert (Path(out.strip()) / "root.zone").exists()

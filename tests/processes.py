@@ -1,0 +1,80 @@
+"""Running netlab (and peers) as subprocesses in tests: started, read from, always stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["ROOT", "netlab", "read_line", "running", "stop"]
+
+
+def netlab(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m netlab ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "netlab", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+def read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """The next line the process writes to stdout; fails if none comes within ``timeout``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(timeout=deadline - time.monotonic()):
+                line = proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"process exited ({proc.poll()}) before writing a line")
+                return line.rstrip("\n")
+    raise AssertionError(f"no output within {timeout} s")
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
+    """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+@contextmanager
+def running(
+    args: Sequence[str], *, stderr: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """A process, stdout readable as text lines, stderr to a file (or nowhere), stopped on exit.
+
+    (stderr is never a pipe: an unread pipe fills up and stalls a server that logs every query.)
+    """
+    with open(stderr or os.devnull, "w") as err:
+        proc = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            yield proc
+        finally:
+            stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
