@@ -81,10 +81,7 @@ def load_config(
 
 @click.group(
     cls=LazyGroup,
-    lazy={
-        "dig": "clients.dig:command",
-        "link": "clients.link:command",
-    },
+    lazy={"dig": "clients.dig:command"},
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="netlab")
@@ -113,7 +110,7 @@ def lab() -> None:
     """The offline lab Internet: root, TLD and authoritative DNS servers on 127.0.0.x."""
 
 
-@main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
+@main.group(cls=LazyGroup, lazy={})
 def rdt() -> None:
     """Reliable transport over UDP (Go-Back-N, Selective Repeat, stop-and-wait)."""
 

@@ -32,12 +32,12 @@ from typing import Protocol
 import trio
 
 from netlab.aio.endpoint import Addr, DatagramEndpoint, open_udp_endpoint
-from netlab.proto.dns_resolve import Answer, ExchangeClosed, Resolved, Resolver, Step, UpstreamQuery
+from netlab.proto.dns_resolve import Answer, ExchangeClosed, NoReply, Resolved, Resolver, Step, UpstreamQuery
 from netlab.proto.dns_rrset import Name
 from netlab.proto.dns_tcp import DnsStream, EndOfStream, Message
 from netlab.proto.dns_wire import DnsError, Transport
 
-__all__ = ["IterativeResolver", "SocketUpstream", "Upstream"]
+__all__ = ["IterativeResolver", "SocketUpstream", "Upstream", "resolve_once"]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class IterativeResolver:
     Args:
         machine: the resolving machine (its settings, cache and server table).
         upstream: how to reach servers; the real network by default.
-        on_step: called with every accepted upstream answer when the machine traces.
+        on_step: called with every upstream answer (and every exchange without one) when the
+            machine traces.
     """
 
     def __init__(
@@ -82,7 +83,7 @@ class IterativeResolver:
         machine: Resolver,
         upstream: Upstream | None = None,
         *,
-        on_step: Callable[[Step], None] | None = None,
+        on_step: Callable[[Step | NoReply], None] | None = None,
     ) -> None:
         self.machine = machine
         self.upstream: Upstream = upstream or SocketUpstream()
@@ -209,3 +210,20 @@ class IterativeResolver:
                             framer.receive_data(await stream.receive_some(MAX_RECV))
             except (OSError, trio.BrokenResourceError, DnsError) as exc:
                 self._failed(query, exc)
+
+
+async def resolve_once(
+    machine: Resolver,
+    qname: Name,
+    qtype: int,
+    *,
+    upstream: Upstream | None = None,
+    on_step: Callable[[Step | NoReply], None] | None = None,
+) -> Answer:
+    """Run ``machine`` for one question and return its answer (``netlab dig +trace``)."""
+    resolver = IterativeResolver(machine, upstream, on_step=on_step)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(resolver.run)
+        answer = await resolver.resolve(qname, qtype)
+        nursery.cancel_scope.cancel()
+    return answer

@@ -30,6 +30,7 @@ from netlab.proto.dns_rrset import Name, RRset, negative_ttl
 
 __all__ = ["CacheHit", "CacheStats", "DnsCache", "HitKind", "Rank", "TimedRRset"]
 
+RCODE = dnslib.RCODE
 QTYPE_CNAME = dnslib.QTYPE.CNAME
 QTYPE_NS = dnslib.QTYPE.NS
 _NAME_ERROR = 0  # key type of an NXDOMAIN entry: RR type 0 is reserved, so nothing else uses it
@@ -78,6 +79,12 @@ class CacheHit:
     kind: HitKind
     #: The answer or CNAME RRset; for NXDOMAIN and NODATA the SOA, if there was one.
     data: TimedRRset | None
+
+    def outcome(self) -> tuple[int, TimedRRset | None, TimedRRset | None]:
+        """(RCODE, final RRset, SOA) of a hit that ends a search (not a CNAME)."""
+        if self.kind is HitKind.ANSWER:
+            return RCODE.NOERROR, self.data, None
+        return (RCODE.NXDOMAIN if self.kind is HitKind.NXDOMAIN else RCODE.NOERROR), None, self.data
 
 
 @dataclass(slots=True)
@@ -212,6 +219,27 @@ class DnsCache:
             if isinstance(alias, _Positive) and alias.rank in ANSWER_RANKS:
                 return CacheHit(HitKind.CNAME, TimedRRset(alias.rrset, alias.expires))
         return None
+
+    def follow(
+        self, name: Name, rtype: int, seen: set[Name], max_chain: int, now: float
+    ) -> tuple[list[TimedRRset], CacheHit | None, Name, bool]:
+        """Follow cached CNAMEs from ``name`` (adding each target to ``seen``).
+
+        Returns:
+            The CNAMEs followed, the hit at the end (None: ask the servers), the last name, and
+            False if the chain looped back into ``seen`` or grew longer than ``max_chain``.
+        """
+        chain: list[TimedRRset] = []
+        for _ in range(max_chain + 1):
+            hit = self.lookup(name, rtype, now)
+            if hit is None or hit.kind is not HitKind.CNAME or hit.data is None:
+                return chain, hit, name, True
+            chain.append(hit.data)
+            name = hit.data.rrset.targets()[0]
+            if name in seen:
+                return chain, hit, name, False
+            seen.add(name)
+        return chain, None, name, False
 
     def rrset(self, name: Name, rtype: int, now: float) -> TimedRRset | None:
         """A live RRset of any rank (for finding servers, not for answering)."""

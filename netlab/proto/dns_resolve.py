@@ -30,16 +30,26 @@ import heapq
 import itertools
 import random
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dnslib
 
-from netlab.proto import dns_response
-from netlab.proto.dns_cache import CacheHit, DnsCache, HitKind, Rank, TimedRRset
+from netlab.proto.dns_cache import DnsCache, HitKind, TimedRRset
+from netlab.proto.dns_events import (
+    Answer,
+    Event,
+    ExchangeClosed,
+    NoReply,
+    Resolved,
+    ResolverSettings,
+    ResolverStats,
+    Step,
+    UpstreamQuery,
+    build_answer,
+)
 from netlab.proto.dns_hints import RootHints
-from netlab.proto.dns_response import Classified, Kind
-from netlab.proto.dns_rrset import ROOT, Name, is_subdomain, name_of, to_label
+from netlab.proto.dns_replies import ReplyHandling, count_failure, matches
+from netlab.proto.dns_rrset import ROOT, Name, is_subdomain, to_label
 from netlab.proto.dns_servers import ServerTable
 from netlab.proto.dns_task import Budget, Cut, Exchange, Task, TaskState
 from netlab.proto.dns_wire import RemoteProtocolError, Transport, parse_message_untrusted
@@ -48,6 +58,7 @@ __all__ = [
     "Answer",
     "Event",
     "ExchangeClosed",
+    "NoReply",
     "Resolved",
     "Resolver",
     "ResolverSettings",
@@ -66,90 +77,8 @@ TCP_MIN_TIMEOUT = 1.0  # seconds; a TCP exchange also pays for the handshake
 CLASS_IN = 1
 
 
-@dataclass(frozen=True)
-class ResolverSettings:
-    upstream_port: int = 53  # glue carries no port: every server is asked on this one
-    qname_minimisation: bool = True
-    edns_payload: int = 1232  # bytes; RFC 6891, the size that avoids IP fragmentation
-    deadline: float = 8.0  # seconds for a whole client question
-    max_upstream_queries: int = 48  # per client question, everything it spawned included
-    max_cname_chain: int = 12
-    max_depth: int = 4  # nested look-ups of name-server addresses (glueless delegations)
-    tries_per_server: int = 3  # queries to one server at one zone cut for one question
-    max_tasks: int = 10_000  # questions in flight; beyond it new ones get SERVFAIL at once
-    ipv6: bool = False  # also use IPv6 server addresses
-    prime: bool = True  # ask for the root's NS RRset first (RFC 8109)
-    trace: bool = False  # emit a Step event for every upstream answer (netlab dig +trace)
-
-
-@dataclass(frozen=True)
-class UpstreamQuery:
-    """A query to send: over a fresh socket (UDP) or connection (TCP) to ``server``."""
-
-    exchange: int  # tag the answers with it: they count only for this exchange
-    server: Addr
-    wire: bytes
-    transport: Transport
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What to tell the client: the RCODE, the answer section, the authority section."""
-
-    rcode: int
-    answer: tuple[dnslib.RR, ...] = ()
-    authority: tuple[dnslib.RR, ...] = ()
-
-
-@dataclass(frozen=True)
-class Resolved:
-    ticket: int
-    answer: Answer
-
-
-@dataclass(frozen=True)
-class ExchangeClosed:
-    """The machine wants nothing more from this exchange: close its socket."""
-
-    exchange: int
-
-
-@dataclass(frozen=True)
-class Step:
-    """An upstream answer that was accepted (only with ``trace``)."""
-
-    depth: int
-    question: tuple[Name, int]
-    zone: Name
-    server: Addr
-    transport: Transport
-    reply: dnslib.DNSRecord
-    size: int
-    rtt: float
-
-
-Event = Resolved | ExchangeClosed | Step
-
-
 @dataclass
-class ResolverStats:
-    client_queries: int = 0
-    coalesced: int = 0
-    upstream_queries: int = 0
-    tcp_queries: int = 0
-    timeouts: int = 0
-    mismatched: int = 0  # answers with the wrong source, ID or question: ignored
-    late: int = 0  # answers for exchanges already closed
-    lame: int = 0
-    bailiwick_dropped: int = 0
-    servfail: int = 0
-    deadline_expired: int = 0
-    budget_exhausted: int = 0
-    overloaded: int = 0
-
-
-@dataclass
-class Resolver:
+class Resolver(ReplyHandling):
     """The resolving machine.
 
     Args:
@@ -166,6 +95,21 @@ class Resolver:
     cache: DnsCache = field(default_factory=DnsCache)
     servers: ServerTable | None = None
     stats: ResolverStats = field(default_factory=ResolverStats)
+
+    @classmethod
+    def for_trace(
+        cls, hints: RootHints, rng: random.Random, *, port: int = 53, deadline: float = 15.0
+    ) -> Resolver:
+        """A machine that iterates as ``dig +trace`` does: from the root every time (no cache),
+        the full name to every server, a CNAME shown rather than followed, every step reported."""
+        settings = ResolverSettings(
+            upstream_port=port,
+            qname_minimisation=False,
+            deadline=deadline,
+            follow_cnames=False,
+            trace=True,
+        )
+        return cls(hints, rng, settings, DnsCache(0))
 
     def __post_init__(self) -> None:
         if self.servers is None:
@@ -210,10 +154,10 @@ class Resolver:
 
     def answer_from_cache(self, qname: Name, qtype: int, now: float) -> Answer | None:
         """The answer if the cache alone can give it (no task, no upstream query), else None."""
-        chain, hit, _last, ok = self._walk_cache(qname, qtype, {qname}, now)
+        chain, hit, _last, ok = self.cache.follow(qname, qtype, {qname}, self.settings.max_cname_chain, now)
         if not ok or hit is None or hit.kind is HitKind.CNAME:
             return None
-        return _answer(*_outcome(hit), chain, now)
+        return build_answer(*hit.outcome(), chain, now)
 
     def datagrams_to_send(self, now: float) -> list[UpstreamQuery]:
         out, self._outgoing = self._outgoing, []
@@ -233,7 +177,7 @@ class Resolver:
             reply: dnslib.DNSRecord | None = parse_message_untrusted(data)
         except RemoteProtocolError:
             reply = None
-        if from_addr != ex.server or reply is None or not _matches(reply, ex):
+        if from_addr != ex.server or reply is None or not matches(reply, ex):
             self.stats.mismatched += 1
             if ex.transport is Transport.TCP:
                 # A connection is ours alone: nonsense on it means the server is broken.
@@ -251,6 +195,7 @@ class Resolver:
                     (ex.qname, ex.qtype),
                     ex.zone,
                     ex.server,
+                    ex.server_name,
                     ex.transport,
                     reply,
                     len(data),
@@ -259,7 +204,7 @@ class Resolver:
             )
         if reply.header.tc and ex.transport is Transport.UDP:
             # RFC 7766 section 5 / RFC 1035 section 4.2.1: a truncated answer is asked again over TCP.
-            self._query(task, ex.server, ex.zone, now, Transport.TCP)
+            self._query(task, ex.server, ex.server_name, ex.zone, now, Transport.TCP)
         else:
             task.move(TaskState.SEARCHING)
             self._on_reply(task, ex, reply, now)
@@ -294,10 +239,6 @@ class Resolver:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
-    def events(self) -> Iterator[Event]:
-        while self._events:
-            yield self._events.popleft()
-
     # -- tasks -------------------------------------------------------------------------------
 
     def _new_task(self, key: tuple[Name, int], deadline: float, budget: Budget, depth: int) -> Task:
@@ -321,7 +262,9 @@ class Resolver:
             task.move(TaskState.SEARCHING)
             if sub.key != PRIME_KEY and task.cut is not None and sub.final is not None:
                 port = self.settings.upstream_port
-                task.cut.addrs += [(a, port) for a in sub.final.rrset.addresses() if self._usable_family(a)]
+                for addr in sub.final.rrset.addresses():
+                    if self._usable_family(addr):
+                        task.cut.addrs[(addr, port)] = sub.key[0]
         while task.state is TaskState.SEARCHING:
             if task.cut is None:
                 self._search_cache(task, now)
@@ -334,33 +277,18 @@ class Resolver:
 
     def _search_cache(self, task: Task, now: float) -> None:
         """Steps 1 and 2: answer from the cache, or find the closest zone cut to start at."""
-        chain, hit, last, ok = self._walk_cache(task.qname, task.qtype, task.seen, now)
+        chain, hit, last, ok = self.cache.follow(
+            task.qname, task.qtype, task.seen, self.settings.max_cname_chain, now
+        )
         task.chain += chain
         task.qname = last
         if not ok or len(task.chain) > self.settings.max_cname_chain:
             self._finish(task, RCODE.SERVFAIL, now)
         elif hit is not None:
-            rcode, final, soa = _outcome(hit)
+            rcode, final, soa = hit.outcome()
             self._finish(task, rcode, now, final, soa)
         else:
             self._find_cut(task, now)
-
-    def _walk_cache(
-        self, qname: Name, qtype: int, seen: set[Name], now: float
-    ) -> tuple[list[TimedRRset], CacheHit | None, Name, bool]:
-        """Follow cached CNAMEs from ``qname``: (chain, the last hit, the last name, no loop)."""
-        chain: list[TimedRRset] = []
-        name = qname
-        for _ in range(self.settings.max_cname_chain + 1):
-            hit = self.cache.lookup(name, qtype, now)
-            if hit is None or hit.kind is not HitKind.CNAME or hit.data is None:
-                return chain, hit, name, True
-            chain.append(hit.data)
-            name = hit.data.rrset.targets()[0]
-            if name in seen:
-                return chain, hit, name, False
-            seen.add(name)
-        return chain, None, name, False
 
     def _find_cut(self, task: Task, now: float) -> None:
         ns = self.cache.delegation(task.qname, now)
@@ -382,16 +310,22 @@ class Resolver:
             if self._wait_for(task, PRIME_KEY, now):
                 return
         port = self.settings.upstream_port
-        task.enter(Cut(ROOT, [(a, port) for a in self.hints.addresses(ipv6=self.settings.ipv6)], []))
+        hinted = {
+            (addr, port): name
+            for name, addrs in self.hints.servers
+            for addr in addrs
+            if self._usable_family(addr)
+        }
+        task.enter(Cut(ROOT, hinted, []))
 
     def _cut(self, zone: Name, ns_names: list[Name], glue: dict[Name, list[str]], now: float) -> Cut:
         port = self.settings.upstream_port
-        addrs: list[Addr] = []
+        addrs: dict[Addr, Name] = {}
         unresolved: list[Name] = []
         for name in ns_names:
             found = glue.get(name) or self.cache.addresses(name, self._address_types, now)
             if found:
-                addrs += [(a, port) for a in found if self._usable_family(a)]
+                addrs.update(((a, port), name) for a in found if self._usable_family(a))
             elif not is_subdomain(name, zone):
                 # A server inside the zone with no glue can only be found through the zone itself.
                 unresolved.append(name)
@@ -407,7 +341,7 @@ class Resolver:
         server = self._table.choose(candidates, cut.zone, now)
         if server is None:
             return False
-        self._query(task, server, cut.zone, now, Transport.UDP)
+        self._query(task, server, cut.addrs[server], cut.zone, now, Transport.UDP)
         return True
 
     def _look_up_server(self, task: Task, now: float) -> bool:
@@ -432,7 +366,9 @@ class Resolver:
                     return False
                 probe = probe.waiting_on
         else:
-            sub = self._new_task(key, task.deadline, task.budget, task.depth + 1)
+            # Priming is part of every question's own path; a name server's address is a detour.
+            depth = task.depth if key == PRIME_KEY else task.depth + 1
+            sub = self._new_task(key, task.deadline, task.budget, depth)
         sub.dependents.append(task)
         task.waiting_on = sub
         task.move(TaskState.WAITING)
@@ -456,13 +392,15 @@ class Resolver:
         if self._inflight.get(task.key) is task:
             del self._inflight[task.key]
         if task.tickets:
-            answer = _answer(rcode, final, soa, task.chain, now)
+            answer = build_answer(rcode, final, soa, task.chain, now)
             self._events.extend(Resolved(t, answer) for t in task.tickets)
         self._runnable.extend(task.dependents)
 
     # -- exchanges -----------------------------------------------------------------------------
 
-    def _query(self, task: Task, server: Addr, zone: Name, now: float, transport: Transport) -> None:
+    def _query(
+        self, task: Task, server: Addr, server_name: Name, zone: Name, now: float, transport: Transport
+    ) -> None:
         if task.budget.left <= 0:
             self.stats.budget_exhausted += 1
             self._finish(task, RCODE.SERVFAIL, now)
@@ -481,8 +419,9 @@ class Resolver:
         if transport is Transport.TCP:
             timeout = max(2 * timeout, TCP_MIN_TIMEOUT)
             self.stats.tcp_queries += 1
+        handle = next(self._handles)
         ex = Exchange(
-            next(self._handles), task, server, zone, qname, qtype, msg_id, transport, edns, now, now + timeout
+            handle, task, server, server_name, zone, qname, qtype, msg_id, transport, edns, now, now + timeout
         )
         self._exchanges[ex.handle] = ex
         task.exchange = ex
@@ -500,7 +439,11 @@ class Resolver:
         self._close(ex)
         self._table.timed_out(ex.server, now)
         task = ex.task
-        _count_failure(task, ex.server)
+        if self.settings.trace:
+            self._events.append(
+                NoReply(task.depth, (ex.qname, ex.qtype), ex.server, ex.server_name, ex.transport)
+            )
+        count_failure(task, ex.server)
         task.exchange = None
         task.move(TaskState.SEARCHING)
         self._runnable.append(task)
@@ -513,122 +456,3 @@ class Resolver:
         if isinstance(item, Exchange):
             return item.handle in self._exchanges and item.timeout_at == when
         return item.state is not TaskState.DONE
-
-    # -- answers -------------------------------------------------------------------------------
-
-    def _on_reply(self, task: Task, ex: Exchange, reply: dnslib.DNSRecord, now: float) -> None:
-        """Act on a matching answer (the task is SEARCHING and will be advanced afterwards)."""
-        c = dns_response.classify(reply, ex.zone, ex.qname, ex.qtype, edns_sent=ex.edns)
-        self.stats.bailiwick_dropped += c.dropped
-        minimised = (ex.qname, ex.qtype) != (task.qname, task.qtype)
-        if c.kind in (Kind.LAME, Kind.SERVER_FAILURE):
-            _count_failure(task, ex.server)
-            if c.kind is Kind.LAME:
-                self.stats.lame += 1
-                self._table.mark_lame(ex.server, ex.zone, now)
-        elif c.kind is Kind.NO_EDNS:
-            self._table.reject_edns(ex.server)
-            self._query(task, ex.server, ex.zone, now, Transport.UDP)
-        elif c.kind is Kind.REFERRAL:
-            self._on_referral(task, c, now)
-        else:
-            answer = [self.cache.store(rrset, Rank.ANSWER, now) for rrset in c.answer]
-            for glue in c.glue:
-                self.cache.store(glue, Rank.GLUE, now)
-            if minimised:
-                self._on_minimised(task, c, ex, now)
-            elif c.kind is Kind.ANSWER:
-                if self._follow(task, answer[:-1], now):
-                    self._finish(task, RCODE.NOERROR, now, answer[-1])
-            elif c.kind is Kind.CNAME:
-                if c.referral is not None:
-                    self._cache_referral(c, now)
-                if self._follow(task, answer, now):
-                    task.cut = None  # start again for the target, from the cache down
-            else:
-                self._on_negative(task, c, answer, now)
-
-    def _on_referral(self, task: Task, c: Classified, now: float) -> None:
-        referral = self._cache_referral(c, now)
-        glue: dict[Name, list[str]] = {}
-        for rrset in referral.glue:
-            glue.setdefault(rrset.name, []).extend(rrset.addresses())
-        cut = self._cut(referral.zone, referral.ns.targets(), glue, now)
-        if not cut.usable:
-            # Delegated to servers inside the child zone without glue: nobody can reach them.
-            self._finish(task, RCODE.SERVFAIL, now)
-        else:
-            task.enter(cut)
-
-    def _cache_referral(self, c: Classified, now: float) -> dns_response.Referral:
-        referral = c.referral
-        assert referral is not None
-        self.cache.store(referral.ns, Rank.REFERRAL, now)
-        for rrset in referral.glue:
-            self.cache.store(rrset, Rank.GLUE, now)
-        return referral
-
-    def _on_minimised(self, task: Task, c: Classified, ex: Exchange, now: float) -> None:
-        if c.kind is Kind.NXDOMAIN:
-            # Relaxed minimisation (RFC 9156 section 2.3 and unbound's default): some servers
-            # wrongly deny empty non-terminals, so ask the full name before believing it.
-            task.minimise = False
-        else:
-            if c.kind is Kind.NODATA and c.next_name == ex.qname:
-                self.cache.store_negative(ex.qname, ex.qtype, c.soa, now)
-            task.deeper()
-
-    def _on_negative(self, task: Task, c: Classified, chain: list[TimedRRset], now: float) -> None:
-        if not self._follow(task, chain, now):
-            return
-        last = c.next_name if c.next_name is not None else task.qname
-        nxdomain = c.kind is Kind.NXDOMAIN
-        soa = self.cache.store_negative(last, None if nxdomain else task.qtype, c.soa, now)
-        if soa is None and c.soa is not None:
-            soa = TimedRRset(c.soa, now)
-        self._finish(task, RCODE.NXDOMAIN if nxdomain else RCODE.NOERROR, now, None, soa)
-
-    def _follow(self, task: Task, cnames: list[TimedRRset], now: float) -> bool:
-        """Add CNAMEs to the task's chain; False (and SERVFAIL) on a loop or an over-long chain."""
-        for timed in cnames:
-            task.chain.append(timed)
-            target = timed.rrset.targets()[0]
-            if target in task.seen or len(task.chain) > self.settings.max_cname_chain:
-                self._finish(task, RCODE.SERVFAIL, now)
-                return False
-            task.seen.add(target)
-            task.qname = target
-        return True
-
-
-def _count_failure(task: Task, server: Addr) -> None:
-    if task.cut is not None:
-        task.cut.tries[server] = task.cut.tries.get(server, 0) + 1
-
-
-def _matches(reply: dnslib.DNSRecord, ex: Exchange) -> bool:
-    """Does ``reply`` answer the query of ``ex``: ID, QR, opcode and the very same question?"""
-    header = reply.header
-    if header.id != ex.msg_id or not header.qr or header.opcode != 0 or len(reply.questions) != 1:
-        return False
-    q = reply.questions[0]
-    return bool(q.qtype == ex.qtype and q.qclass == CLASS_IN and name_of(q.qname) == ex.qname)
-
-
-def _outcome(hit: CacheHit) -> tuple[int, TimedRRset | None, TimedRRset | None]:
-    """(rcode, final RRset, SOA) of a cache hit that ends a search."""
-    if hit.kind is HitKind.ANSWER:
-        return RCODE.NOERROR, hit.data, None
-    return (RCODE.NXDOMAIN if hit.kind is HitKind.NXDOMAIN else RCODE.NOERROR), None, hit.data
-
-
-def _answer(
-    rcode: int, final: TimedRRset | None, soa: TimedRRset | None, chain: list[TimedRRset], now: float
-) -> Answer:
-    records = [rr for timed in chain for rr in timed.records(now)]
-    if final is not None:
-        records += final.records(now)
-    authority = tuple(soa.records(now)) if soa is not None else ()
-    if rcode == RCODE.SERVFAIL:
-        return Answer(rcode)
-    return Answer(rcode, tuple(records), authority)

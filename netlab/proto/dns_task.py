@@ -72,7 +72,8 @@ class Cut:
     """A zone cut the task is working at: the zone, its servers' addresses, what was tried."""
 
     zone: Name
-    addrs: list[Addr]
+    #: The servers' addresses, each with the name of the server it belongs to.
+    addrs: dict[Addr, Name]
     #: Name servers with no known address that may be looked up (not inside the zone itself).
     unresolved: list[Name]
     #: Failed queries (timeouts, SERVFAIL, lameness) per server at this cut, for this task.
@@ -153,6 +154,7 @@ class Exchange:
     handle: int
     task: Task
     server: Addr
+    server_name: Name
     zone: Name  # the zone ``server`` was asked as an authority for: the answer's bailiwick
     qname: Name
     qtype: int

@@ -40,21 +40,30 @@ def spawn(*args: str) -> subprocess.Popen[str]:
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30.0) -> list[str]:
-    """Lines printed by ``proc`` up to and including the first one containing ``marker``."""
+    """Lines printed by ``proc`` up to and including the first one containing ``marker``.
+
+    The pipe is read as raw octets: a buffered ``readline`` could take several lines at once and
+    leave ``select`` waiting for data that has already been read.
+    """
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     lines: list[str] = []
+    pending = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if not sel.select(deadline - time.monotonic()):
                 break
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            lines.append(line.rstrip("\n"))
-            if marker in line:
-                return lines
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                lines.append(raw.decode(errors="replace"))
+                if marker in lines[-1]:
+                    return lines
     raise AssertionError(f"{marker!r} never printed; got {lines}")
 
 
