@@ -5,6 +5,9 @@ truncation, FORMERR) with a handler that decides who may ask, and then takes the
 cache or waits for the iterative resolver (:mod:`netlab.aio.dns_iterate`, the machine of
 :mod:`netlab.proto.dns_resolve`).  Answers carry RA and never AA: a resolver speaks for no zone.
 
+Under ``netlab up --lab`` (or with ``--lab`` when run alone) it resolves against the offline lab:
+the lab's root hints and its one port, read from the state the lab records when it starts.
+
 Security defaults: it listens on loopback and answers only the networks in ``allow`` (loopback
 unless configured); everyone else gets REFUSED, so it cannot become an open resolver that
 amplifies attacks (RFC 5358).  Zone transfers are refused.
@@ -12,6 +15,7 @@ amplifies attacks (RFC 5358).  Zone transfers are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import random
@@ -27,16 +31,17 @@ import trio
 from netlab.addr import format_hostport, parse_hostport
 from netlab.aio.dns_iterate import IterativeResolver
 from netlab.aio.dns_server import DnsQuery, DnsServer, DnsServerSettings
-from netlab.aio.endpoint import DatagramEndpoint, open_udp_endpoint
-from netlab.aio.shutdown import Lifetime, Service, serve_until_stopping
+from netlab.aio.dns_sockets import bind_dns
+from netlab.aio.shutdown import Lifetime, Service, run_services, serve_until_stopping
 from netlab.cli import config_option, load_config
-from netlab.config import NetlabConfig, ResolverConfig
+from netlab.config import NetlabConfig, ResolverConfig, data_path
+from netlab.lab import LabInfo
 from netlab.proto.dns_cache import DnsCache
 from netlab.proto.dns_hints import RootHints, parse_root_hints
 from netlab.proto.dns_resolve import Answer, Resolver, ResolverSettings
 from netlab.proto.dns_wire import Rcode, make_reply, name_key
 
-__all__ = ["ResolverHandler", "build_resolver", "command", "load_root_hints", "serve", "service"]
+__all__ = ["ResolverHandler", "build_resolver", "command", "load_root_hints", "serve", "serve_lab", "service"]
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +128,6 @@ class ResolverHandler:
         return reply
 
 
-async def _bind(listen: str) -> tuple[DatagramEndpoint, list[trio.SocketListener]]:
-    """A UDP endpoint and a TCP listener on the same address and port (port 0: a free one)."""
-    host, port = parse_hostport(listen, default_port=53)
-    endpoint = await open_udp_endpoint(host, port)
-    port = endpoint.local_address[1]
-    try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    except BaseException:
-        await endpoint.aclose()
-        raise
-    return endpoint, listeners
-
-
 async def serve(
     cfg: ResolverConfig,
     hints: RootHints,
@@ -144,7 +136,8 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind, resolve for allowed clients until ``lifetime`` stops, then return."""
-    endpoint, listeners = await _bind(cfg.listen)
+    endpoint, listener = await bind_dns(*parse_hostport(cfg.listen, default_port=53))
+    listeners = [listener]
     resolver = IterativeResolver(build_resolver(cfg, hints))
     server = DnsServer(ResolverHandler(resolver, cfg.allow), _SERVER_SETTINGS, name="resolver")
     where = format_hostport(*endpoint.local_address)
@@ -172,13 +165,33 @@ async def serve(
                 await listener.aclose()
 
 
+async def serve_lab(
+    cfg: ResolverConfig,
+    lab_state: Path,
+    lifetime: Lifetime,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`serve`, pointed at the lab recorded in ``lab_state`` (its root and its port)."""
+    try:
+        info = await trio.to_thread.run_sync(LabInfo.load, lab_state)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"no running lab recorded in {lab_state} ({exc}): start it first") from exc
+    hints = parse_root_hints(info.hints_text())
+    await serve(dataclasses.replace(cfg, upstream_port=info.port), hints, lifetime, task_status=task_status)
+
+
 def service(config: NetlabConfig) -> Service | None:
-    """The resolver for ``netlab up`` (None when ``[resolver] enabled = false``)."""
+    """The resolver for ``netlab up`` (None when ``[resolver] enabled = false``).
+
+    With the lab (``netlab up --lab``), which starts before it, it resolves against the lab.
+    """
     cfg = config.resolver
     if not cfg.enabled:
         return None
-    hints = load_root_hints(cfg.root_hints)
-    return Service("resolver", partial(serve, cfg, hints))
+    if config.lab.enabled:
+        return Service("resolver", partial(serve_lab, cfg, data_path(config, config.lab.state_dir, "lab")))
+    return Service("resolver", partial(serve, cfg, load_root_hints(cfg.root_hints)))
 
 
 @click.command("resolver")
@@ -196,6 +209,9 @@ def service(config: NetlabConfig) -> Service | None:
     help="Send each server only as much of the name as it needs (RFC 9156; default on).",
 )
 @click.option("--allow", multiple=True, help="Client network to answer (repeatable; default loopback only).")
+@click.option(
+    "--lab", is_flag=True, help="Resolve against the running lab (netlab lab up): its root and port."
+)
 def command(
     config_file: Path | None,
     listen: str | None,
@@ -203,10 +219,9 @@ def command(
     upstream_port: int | None,
     qname_minimisation: bool | None,
     allow: tuple[str, ...],
+    lab: bool,
 ) -> None:
     """Run the caching recursive resolver until Ctrl-C or SIGTERM."""
-    from netlab.aio.shutdown import run_services
-
     overrides = {
         "listen": listen,
         "root_hints": root_hints,
@@ -214,14 +229,18 @@ def command(
         "qname_minimisation": qname_minimisation,
         "allow": list(allow) if allow else None,
     }
-    config = load_config(config_file, {"resolver": overrides})
+    # With --lab the lab runs in another process: only the state it recorded is read here.
+    config = load_config(config_file, {"resolver": overrides, "lab": {"enabled": True if lab else None}})
     try:
         for net in config.resolver.allow:
             ipaddress.ip_network(net, strict=False)
     except ValueError as exc:
         raise click.UsageError(f"--allow: {exc}") from exc
-    hints = load_root_hints(config.resolver.root_hints)
-    svc = Service("resolver", partial(serve, config.resolver, hints))
+    if config.lab.enabled and not (data_path(config, config.lab.state_dir, "lab") / "lab.json").exists():
+        raise click.ClickException("no running lab recorded: start it first (netlab lab up)")
+    svc = service(config)
+    if svc is None:
+        raise click.UsageError("the resolver is disabled in the configuration ([resolver] enabled)")
 
     def on_started(service: Service, lines: list[str]) -> None:
         for line in lines:

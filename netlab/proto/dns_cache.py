@@ -45,12 +45,14 @@ class Rank(enum.IntEnum):
 
     GLUE = 1  # additional section of a referral
     REFERRAL = 2  # authority section of a non-authoritative answer (a referral's NS records)
-    AUTHORITY = 3  # authority section of an authoritative answer
-    ANSWER = 4  # answer section of an authoritative answer
+    NONAUTH_ANSWER = 3  # answer section of a non-authoritative answer
+    AUTHORITY = 4  # authority section of an authoritative answer
+    ANSWER = 5  # answer section of an authoritative answer
 
 
-#: Data of these ranks may be returned to clients as answers.
-ANSWER_RANKS = (Rank.AUTHORITY, Rank.ANSWER)
+#: Data of these ranks may be returned to clients as answers; RFC 2181 section 5.4.1 forbids
+#: it for the two lowest.
+ANSWER_RANKS = (Rank.NONAUTH_ANSWER, Rank.AUTHORITY, Rank.ANSWER)
 
 
 class HitKind(enum.Enum):

@@ -71,7 +71,8 @@ class ReplyHandling:
         elif c.kind is Kind.REFERRAL:
             self._on_referral(task, c, now)
         else:
-            answer = [self.cache.store(rrset, Rank.ANSWER, now) for rrset in c.answer]
+            rank = Rank.ANSWER if c.authoritative else Rank.NONAUTH_ANSWER
+            answer = [self.cache.store(rrset, rank, now) for rrset in c.answer]
             for glue in c.glue:
                 self.cache.store(glue, Rank.GLUE, now)
             if minimised:

@@ -14,8 +14,16 @@ here, before it can reach the cache:
 
 The kinds follow the response categories of RFC 1034 section 5.3.3 step 4 and RFC 2308
 section 2: an answer, a CNAME to follow elsewhere, a name error, "no data", a referral, and the
-failures.  An authoritative server answers with AA set; an answer without it from a server that
-is supposed to be authoritative is lame (RFC 1912 section 2.8).
+failures.  The borderline cases are decided the way unbound decides them, so that both
+resolvers give clients the same answers:
+
+* an answer without AA is still an answer (RFC 1034 section 5.3.3 asks for none), but ranks
+  below authoritative data (RFC 2181 section 5.4.1), which ``authoritative`` records;
+* an NS RRset for the very zone asked, with no answer and no SOA, is "no data" (RFC 2308
+  section 2.2.1 allows an authority section without an SOA), while NS records for a zone
+  *above* it are an upward referral: the server is lame (RFC 4697 section 2.2);
+* a server that offers recursion (RA) but gives no authoritative data is a recursive resolver
+  standing in for an authority: lame.
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ class Classified:
     #: For an answer of NS records (priming, or a zone's own NS RRset): in-bailiwick addresses
     #: of those servers from the additional section.
     glue: tuple[RRset, ...] = ()
+    #: AA was set: the answer ranks as authoritative data (RFC 2181 section 5.4.1).
+    authoritative: bool = True
     #: How many records were thrown away as out of bailiwick or unrelated (for the counters).
     dropped: int = 0
 
@@ -91,30 +101,39 @@ def classify(reply: dnslib.DNSRecord, zone: Name, qname: Name, qtype: int, *, ed
     dropped = len(answers) - len(in_zone)
     chain, final, last = _follow_chain(in_zone, qname, qtype)
     dropped += len(in_zone) - len(chain) - (1 if final else 0) if qtype != QTYPE.ANY else 0
-    authoritative = bool(reply.header.aa)
+    aa = bool(reply.header.aa)
+    # A recursive server answering for a zone it does not hold (RA set, AA clear, no data).
+    recursive_lame = bool(reply.header.ra) and not aa
 
     if final is not None or chain:
-        if not authoritative:
-            return Classified(Kind.LAME, dropped=dropped)
         if final is not None:
             glue = _glue(group_rrsets(reply.ar), final, zone) if final.rtype == QTYPE.NS else ()
-            return Classified(Kind.ANSWER, (*chain, final), next_name=last, glue=glue, dropped=dropped)
+            answer = (*chain, final)
+            return Classified(
+                Kind.ANSWER, answer, next_name=last, glue=glue, authoritative=aa, dropped=dropped
+            )
         # The chain stopped at ``last``: this server may say why (name error or no data for
         # it, or a referral towards it), or ``last`` lies in another zone entirely.
-        return _after_chain(reply, zone, chain, last, rcode, dropped)
+        return _after_chain(reply, zone, chain, last, rcode, aa, dropped)
 
     authority = group_rrsets(reply.auth)
-    if authoritative:
-        soa = _negative_soa(authority, zone, qname)
+    soa = _negative_soa(authority, zone, qname)
+    if rcode == RCODE.NXDOMAIN or soa is not None:
+        if recursive_lame:
+            return Classified(Kind.LAME, dropped=dropped)
         kind = Kind.NXDOMAIN if rcode == RCODE.NXDOMAIN else Kind.NODATA
-        return Classified(kind, next_name=qname, soa=soa, dropped=dropped)
-    if rcode == RCODE.NOERROR:
+        return Classified(kind, next_name=qname, soa=soa, authoritative=aa, dropped=dropped)
+    if not aa:
+        for (owner, rtype), _ns in authority.items():
+            if rtype == QTYPE.NS and owner != zone and is_subdomain(zone, owner):
+                return Classified(Kind.LAME, dropped=dropped)  # an upward referral
         referral = _referral(authority, group_rrsets(reply.ar), zone, qname)
         if referral is not None:
             return Classified(Kind.REFERRAL, referral=referral, dropped=dropped)
-    # A non-authoritative name error, an empty non-authoritative answer, or a referral that
-    # does not lead down towards the name: this server is not serving the zone.
-    return Classified(Kind.LAME, dropped=dropped)
+        if recursive_lame:
+            return Classified(Kind.LAME, dropped=dropped)
+    # No data: with AA, or without it but with nothing else to go on (RFC 2308 type 3).
+    return Classified(Kind.NODATA, next_name=qname, authoritative=aa, dropped=dropped)
 
 
 def _follow_chain(
@@ -147,7 +166,13 @@ def _follow_chain(
 
 
 def _after_chain(
-    reply: dnslib.DNSRecord, zone: Name, chain: tuple[RRset, ...], last: Name, rcode: int, dropped: int
+    reply: dnslib.DNSRecord,
+    zone: Name,
+    chain: tuple[RRset, ...],
+    last: Name,
+    rcode: int,
+    aa: bool,
+    dropped: int,
 ) -> Classified:
     authority = group_rrsets(reply.auth)
     if is_subdomain(last, zone):
@@ -156,11 +181,13 @@ def _after_chain(
             # The server spoke with authority about the chain's end: accept the rcode for it
             # (RFC 6604: the RCODE describes the last name of the chain).
             kind = Kind.NXDOMAIN if rcode == RCODE.NXDOMAIN else Kind.NODATA
-            return Classified(kind, chain, next_name=last, soa=soa, dropped=dropped)
+            return Classified(kind, chain, next_name=last, soa=soa, authoritative=aa, dropped=dropped)
         referral = _referral(authority, group_rrsets(reply.ar), zone, last)
         if referral is not None:
-            return Classified(Kind.CNAME, chain, next_name=last, referral=referral, dropped=dropped)
-    return Classified(Kind.CNAME, chain, next_name=last, dropped=dropped)
+            return Classified(
+                Kind.CNAME, chain, next_name=last, referral=referral, authoritative=aa, dropped=dropped
+            )
+    return Classified(Kind.CNAME, chain, next_name=last, authoritative=aa, dropped=dropped)
 
 
 def _negative_soa(authority: dict[tuple[Name, int], RRset], zone: Name, name: Name) -> RRset | None:

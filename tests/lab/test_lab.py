@@ -73,7 +73,8 @@ async def test_documented_names_resolve(lab: LabInfo) -> None:
 @pytest.mark.timeout(60)
 async def test_broken_parts_of_the_lab(lab: LabInfo) -> None:
     assert (await trace(lab, "www.lame.test")).rcode == 2  # SERVFAIL
-    assert (await trace(lab, "www.stale.test")).rcode == 2
+    # stale.test's server refers back to stale.test itself: "no data", as unbound says too.
+    assert (await trace(lab, "www.stale.test")) == Answer(0)
     lame = lab.server("ns1.lame.test")
     reply = DNSRecord.parse(
         await exchange_udp(DNSRecord.question("www.lame.test").pack(), (lame.address, lab.port))

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netlab.proto.dns_resolve import Transport
-from netlab.proto.dns_rrset import name_of
+from netlab.proto.dns_cache import Rank
+from netlab.proto.dns_resolve import Answer, Transport
+from netlab.proto.dns_rrset import group_rrsets, name_of
 from tests.proto import dns_world as w
 from tests.proto.dns_fakenet import LATENCY, Delivery, Responder, run, serve, silent
 from tests.proto.test_dns_resolve import ask, rrs
@@ -79,6 +80,53 @@ def test_upward_referral_marks_the_server_lame() -> None:
     _, answer = ask(resolver, net, "www.lame.test.")
     assert rrs(answer.answer) == ["www.lame.test. 3600 A 127.0.0.14"]
     assert not resolver.servers.usable(w.LAME, name_of("lame.test."), 1.0)  # type: ignore[union-attr]
+
+
+def _scripted(reply_for: object) -> Responder:
+    def respond(query: dnslib.DNSRecord, transport: Transport, server: tuple[str, int]) -> list[Delivery]:
+        reply = query.reply(ra=0, aa=0)
+        reply_for(reply)  # type: ignore[operator]
+        return [(LATENCY, reply.pack(), server)]
+
+    return respond
+
+
+def test_non_authoritative_answer_is_used_but_ranks_below_authoritative_data() -> None:
+    resolver, net = w.make()
+    net.servers[w.SHOP] = _scripted(
+        lambda r: r.add_answer(*dnslib.RR.fromZone("www.shop.test. 60 A 10.0.0.1"))
+    )
+    _, answer = ask(resolver, net, "www.shop.test.")
+    assert rrs(answer.answer) == ["www.shop.test. 60 A 10.0.0.1"]
+    net.servers[w.SHOP] = serve(w.SHOP_ZONE)
+    resolver.cache.store(
+        next(iter(group_rrsets(dnslib.RR.fromZone("www.shop.test. 60 A 10.0.0.2")).values())), Rank.GLUE, 1.0
+    )
+    cached = resolver.cache.lookup(name_of("www.shop.test."), A, 1.0)
+    assert cached is not None and cached.data is not None
+    assert cached.data.rrset.addresses() == ["10.0.0.1"]  # glue does not replace an answer
+
+
+def test_referral_to_the_zone_itself_is_no_data() -> None:
+    resolver, net = w.make()
+    net.servers[w.SHOP] = _scripted(
+        lambda r: r.add_auth(*dnslib.RR.fromZone("shop.test. 3600 NS ns1.shop.test."))
+    )
+    _, answer = ask(resolver, net, "www.shop.test.")
+    assert answer == Answer(NOERROR)
+    assert resolver.stats.lame == 0
+
+
+def test_recursive_server_in_place_of_an_authority_is_lame() -> None:
+    resolver, net = w.make()
+
+    def recursive(reply: dnslib.DNSRecord) -> None:
+        reply.header.ra = 1
+
+    net.servers[w.SHOP] = _scripted(recursive)
+    _, answer = ask(resolver, net, "www.shop.test.")
+    assert answer.rcode == SERVFAIL
+    assert resolver.stats.lame >= 1
 
 
 def test_spoofed_answers_are_ignored() -> None:
