@@ -14,13 +14,13 @@ authoritative server and the recursive resolver are two handlers.  For each mess
    65535 over TCP; a reply too large is truncated with TC set, keeping the question (RFC 2181
    section 9), so the client retries over TCP.
 
-UDP: DNS has no sessions, so instead of per-peer session tasks a fixed pool of workers takes
-queries from one bounded channel; when it is full the query is dropped and counted (the client
-retries).  TCP (RFC 7766): any number of queries per connection, answered concurrently and
-written back as each is ready, so answers may come out of order (section 6.2.1.1); at most
-``max_tcp_inflight`` at a time per connection (then we stop reading: back-pressure), a
-connection idle for ``tcp_idle_timeout`` seconds is closed (section 6.2.3), and at most
-``max_tcp_connections`` are open at once.
+UDP (:mod:`netlab.aio.dns_udp`): DNS has no sessions, so instead of per-peer session tasks a
+fixed pool of workers takes queries from one bounded channel; when it is full the query is
+dropped and counted (the client retries).  TCP (RFC 7766): any number of queries per
+connection, answered concurrently and written back as each is ready, so answers may come out
+of order (section 6.2.1.1); at most ``max_tcp_inflight`` at a time per connection (then we stop
+reading: back-pressure), a connection idle for ``tcp_idle_timeout`` seconds is closed (section
+6.2.3), and at most ``max_tcp_connections`` are open at once.
 
 A handler whose replies depend on the question alone (an authoritative server over fixed zones)
 can turn on the reply cache (``replay_cache``, :mod:`netlab.proto.dns_fastpath`): a repeated
@@ -38,6 +38,7 @@ from typing import Protocol
 import trio
 from dnslib import CLASS, QTYPE, DNSQuestion, DNSRecord
 
+from netlab.aio import dns_udp
 from netlab.aio.endpoint import Addr, DatagramEndpoint
 from netlab.log import access_logger
 from netlab.proto.dns_fastpath import Probe, ReplyCache
@@ -262,30 +263,8 @@ class DnsServer:
     # -- UDP -----------------------------------------------------------------------------------
 
     async def serve_udp(self, endpoint: DatagramEndpoint) -> None:
-        """Answer queries on ``endpoint`` until cancelled."""
-        send, receive = trio.open_memory_channel[tuple[bytes, Addr, Probe | None]](self.settings.udp_queue)
-        async with trio.open_nursery() as nursery, send, receive:
-            for _ in range(self.settings.udp_workers):
-                nursery.start_soon(self._udp_worker, endpoint, receive.clone())
-            while True:
-                data, client = await endpoint.recvfrom()
-                wire, probe = self.replay(data, client, Transport.UDP)
-                if wire is not None:
-                    await endpoint.sendto(wire, client)
-                    continue
-                try:
-                    send.send_nowait((data, client, probe))
-                except trio.WouldBlock:
-                    self.counters.dropped_full += 1
-
-    async def _udp_worker(
-        self, endpoint: DatagramEndpoint, queue: trio.MemoryReceiveChannel[tuple[bytes, Addr, Probe | None]]
-    ) -> None:
-        async with queue:
-            async for data, client, probe in queue:
-                wire = await self.answer(data, client, Transport.UDP, probe)
-                if wire is not None:
-                    await endpoint.sendto(wire, client)
+        """Answer queries on ``endpoint`` until cancelled (see :mod:`netlab.aio.dns_udp`)."""
+        await dns_udp.serve_udp(self, endpoint)
 
     # -- TCP -----------------------------------------------------------------------------------
 
