@@ -90,6 +90,8 @@ class ResolverConfig:
     #: Seconds a client's question may take before it is answered SERVFAIL.
     deadline: float = 8.0
     max_upstream_queries: int = 48
+    #: One access-log line per client query.
+    query_log: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

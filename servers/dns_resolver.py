@@ -8,6 +8,13 @@ cache or waits for the iterative resolver (:mod:`netlab.aio.dns_iterate`, the ma
 Under ``netlab up --lab`` (or with ``--lab`` when run alone) it resolves against the offline lab:
 the lab's root hints and its one port, read from the state the lab records when it starts.
 
+Repeated questions are answered in the server core's receive loop from the encoded reply kept
+the first time (:mod:`netlab.proto.dns_fastpath`), which is what lets Python keep up with a
+load generator; for a resolver a kept reply goes stale, so :class:`FreshReplies` replays one for
+at most :data:`REPLAY_FOR` seconds and never past the TTL of any record in it.  TTLs in replies
+are whole seconds, so the counted-down TTL a client sees is off by less than that second.  The
+access check comes before the replay, so a refused client never gets a kept answer.
+
 Security defaults: it listens on loopback and answers only the networks in ``allow`` (loopback
 unless configured); everyone else gets REFUSED, so it cannot become an open resolver that
 amplifies attacks (RFC 5358).  Zone transfers are refused.
@@ -15,11 +22,11 @@ amplifies attacks (RFC 5358).  Zone transfers are refused.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -32,14 +39,23 @@ from netlab.addr import format_hostport, parse_hostport
 from netlab.aio.dns_iterate import IterativeResolver
 from netlab.aio.dns_server import DnsQuery, DnsServer, DnsServerSettings
 from netlab.aio.dns_sockets import bind_dns
+from netlab.aio.endpoint import Addr
 from netlab.aio.shutdown import Lifetime, Service, run_services, serve_until_stopping
 from netlab.cli import config_option, load_config
 from netlab.config import NetlabConfig, ResolverConfig, data_path
 from netlab.lab import LabInfo
 from netlab.proto.dns_cache import DnsCache
+from netlab.proto.dns_fastpath import Probe, ReplyCache
 from netlab.proto.dns_hints import RootHints, parse_root_hints
 from netlab.proto.dns_resolve import Answer, Resolver, ResolverSettings
-from netlab.proto.dns_wire import Rcode, make_reply, name_key
+from netlab.proto.dns_wire import (
+    Rcode,
+    RemoteProtocolError,
+    Transport,
+    make_reply,
+    name_key,
+    parse_message_untrusted,
+)
 
 __all__ = ["ResolverHandler", "build_resolver", "command", "load_root_hints", "serve", "serve_lab", "service"]
 
@@ -48,8 +64,68 @@ log = logging.getLogger(__name__)
 QTYPE = dnslib.QTYPE
 CLASS_IN = 1
 _REFUSED_TYPES = {QTYPE.AXFR, QTYPE.IXFR}  # a resolver holds no zones to transfer
+REPLAY_FOR = 1.0  # seconds a kept reply may be sent again
+REPLAY_ENTRIES = 10_000
+MAX_ACL_MEMO = 4096  # client addresses whose access decision is remembered
+
+
+class FreshReplies(ReplyCache):
+    """A reply cache whose entries expire: after :data:`REPLAY_FOR` or the smallest TTL inside.
+
+    Only NOERROR and NXDOMAIN replies are kept; failures and refusals are asked afresh.
+    """
+
+    def __init__(self, max_entries: int, *, our_payload: int, clock: Callable[[], float]) -> None:
+        super().__init__(max_entries, our_payload=our_payload)
+        self._clock = clock
+        self._expires: dict[bytes, float] = {}
+
+    def replay(self, probe: Probe, data: bytes) -> bytes | None:
+        expires = self._expires.get(probe.key)
+        if expires is None or expires <= self._clock():
+            self.misses += 1
+            return None
+        return super().replay(probe, data)
+
+    def put(self, probe: Probe, reply: bytes) -> None:
+        if len(reply) < 4 or reply[3] & 0x0F not in (Rcode.NOERROR, Rcode.NXDOMAIN):
+            return
+        try:
+            message = parse_message_untrusted(reply)
+        except RemoteProtocolError:
+            return
+        ttls = [rr.ttl for rr in (*message.rr, *message.auth)]
+        keep = min([REPLAY_FOR, *ttls])
+        if keep <= 0:
+            return
+        if len(self._expires) >= 2 * self.max_entries:
+            # The parent forgets its oldest replies; forget their expiry times with them.
+            self._expires = {k: t for k, t in self._expires.items() if k in self._replies}
+        self._expires[probe.key] = self._clock() + keep
+        super().put(probe, reply)
+
+
+class ResolverServer(DnsServer):
+    """The DNS server core with the resolver's access check in front of its reply cache."""
+
+    def __init__(self, handler: ResolverHandler, settings: DnsServerSettings) -> None:
+        super().__init__(handler, replace(settings, replay_cache=0), name="resolver")
+        self.access = handler
+        if settings.replay_cache:
+            self.cache = FreshReplies(
+                settings.replay_cache, our_payload=settings.udp_payload, clock=trio.current_time
+            )
+
+    def replay(self, data: bytes, client: Addr, transport: Transport) -> tuple[bytes | None, Probe | None]:
+        if not self.access.allowed(client[0]):
+            return None, None  # the handler refuses it, and nothing refused is ever kept
+        return super().replay(data, client, transport)
+
+
 #: Client questions waiting for the network are many and slow next to an authoritative server's.
-_SERVER_SETTINGS = DnsServerSettings(udp_workers=512, udp_queue=2048, max_tcp_inflight=32)
+_SERVER_SETTINGS = DnsServerSettings(
+    udp_workers=512, udp_queue=2048, max_tcp_inflight=32, replay_cache=REPLAY_ENTRIES
+)
 
 
 def load_root_hints(path: str = "") -> RootHints:
@@ -88,8 +164,18 @@ class ResolverHandler:
         self.resolver = resolver
         self.allow = [ipaddress.ip_network(net, strict=False) for net in allow]
         self.refused = 0
+        self._decided: dict[str, bool] = {}
 
     def allowed(self, host: str) -> bool:
+        """Is ``host`` in an allowed network (decisions remembered: this runs for every query)."""
+        known = self._decided.get(host)
+        if known is None:
+            if len(self._decided) >= MAX_ACL_MEMO:
+                self._decided.clear()
+            known = self._decided[host] = self._check(host)
+        return known
+
+    def _check(self, host: str) -> bool:
         try:
             addr = ipaddress.ip_address(host.split("%")[0])
         except ValueError:
@@ -139,7 +225,8 @@ async def serve(
     endpoint, listener = await bind_dns(*parse_hostport(cfg.listen, default_port=53))
     listeners = [listener]
     resolver = IterativeResolver(build_resolver(cfg, hints))
-    server = DnsServer(ResolverHandler(resolver, cfg.allow), _SERVER_SETTINGS, name="resolver")
+    settings = replace(_SERVER_SETTINGS, query_log=cfg.query_log)
+    server = ResolverServer(ResolverHandler(resolver, cfg.allow), settings)
     where = format_hostport(*endpoint.local_address)
 
     async def run() -> None:
@@ -178,7 +265,7 @@ async def serve_lab(
     except (OSError, ValueError, KeyError) as exc:
         raise click.ClickException(f"no running lab recorded in {lab_state} ({exc}): start it first") from exc
     hints = parse_root_hints(info.hints_text())
-    await serve(dataclasses.replace(cfg, upstream_port=info.port), hints, lifetime, task_status=task_status)
+    await serve(replace(cfg, upstream_port=info.port), hints, lifetime, task_status=task_status)
 
 
 def service(config: NetlabConfig) -> Service | None:

@@ -21,7 +21,7 @@ from netlab.config import ResolverConfig
 from netlab.proto.dns_auth import Authority
 from netlab.proto.dns_hints import RootHints
 from netlab.proto.dns_zone import parse_zone_text
-from servers.dns_resolver import ResolverHandler, build_resolver, load_root_hints, serve
+from servers.dns_resolver import ResolverHandler, ResolverServer, build_resolver, load_root_hints, serve
 from tests.aio.dns_memory import MemoryUpstream
 from tests.proto import dns_world as w
 
@@ -29,16 +29,22 @@ RESOLVER = ("127.0.0.1", 53)
 
 
 @pytest.fixture
-async def resolver_net(nursery: trio.Nursery) -> AsyncIterator[MemoryNetwork]:
+async def served(nursery: trio.Nursery) -> AsyncIterator[tuple[MemoryNetwork, ResolverServer]]:
     """A resolver at 127.0.0.1:53 on an in-memory network that clients can reach from any address."""
     async with MemoryNetwork() as clients, MemoryNetwork() as upstream_net:
         upstream = MemoryUpstream(upstream_net, nursery, w.servers())
         cfg = ResolverConfig(allow=("127.0.0.0/8",))
         resolver = IterativeResolver(build_resolver(cfg, w.HINTS, rng=random.Random(5)), upstream)
         await nursery.start(resolver.run)
-        server = DnsServer(ResolverHandler(resolver, cfg.allow), DnsServerSettings(query_log=False))
+        settings = DnsServerSettings(query_log=False, replay_cache=100)
+        server = ResolverServer(ResolverHandler(resolver, cfg.allow), settings)
         nursery.start_soon(server.serve_udp, clients.endpoint(*RESOLVER))
-        yield clients
+        yield clients, server
+
+
+@pytest.fixture
+def resolver_net(served: tuple[MemoryNetwork, ResolverServer]) -> MemoryNetwork:
+    return served[0]
 
 
 async def _ask(net: MemoryNetwork, query: dnslib.DNSRecord, source: str = "127.0.0.1") -> dnslib.DNSRecord:
@@ -90,6 +96,35 @@ async def test_zone_transfers_are_refused(
 ) -> None:
     reply = await _ask(resolver_net, dnslib.DNSRecord.question("shop.test", "AXFR"))
     assert reply.header.rcode == dnslib.RCODE.REFUSED
+
+
+async def test_kept_replies_expire_within_a_second_and_are_never_given_to_strangers(
+    served: tuple[MemoryNetwork, ResolverServer], autojump_clock: trio.testing.MockClock
+) -> None:
+    net, server = served
+    question = dnslib.DNSRecord.question("www.shop.test", "A")
+    first = await _ask(net, question)
+    await trio.sleep(0.5)
+    again = await _ask(net, question)
+    assert server.counters.replayed == 1
+    assert [rr.ttl for rr in again.rr] == [rr.ttl for rr in first.rr]
+    assert (await _ask(net, question, source="192.0.2.7")).header.rcode == dnslib.RCODE.REFUSED
+    await trio.sleep(300 - 0.5 - 1.0)
+    later = await _ask(net, question)
+    assert server.counters.replayed == 1  # the kept reply was too old: answered afresh
+    assert {rr.ttl for rr in later.rr} == {1}  # counted down (received at 0.03 s, rounded up)
+
+
+async def test_failures_are_never_kept_for_replay(
+    served: tuple[MemoryNetwork, ResolverServer], autojump_clock: trio.testing.MockClock
+) -> None:
+    net, server = served
+    norecurse = dnslib.DNSRecord.question("www.shop.test", "A")
+    norecurse.header.rd = 0
+    assert (await _ask(net, norecurse)).header.rcode == dnslib.RCODE.REFUSED  # nothing cached yet
+    answer = await _ask(net, dnslib.DNSRecord.question("www.shop.test", "A"))
+    assert answer.header.rcode == dnslib.RCODE.NOERROR
+    assert server.counters.replayed == 0
 
 
 def test_shipped_root_hints_are_the_real_roots() -> None:
