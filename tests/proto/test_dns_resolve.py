@@ -65,6 +65,15 @@ def test_minimisation_walks_down_a_deep_name_inside_one_zone() -> None:
     ]
 
 
+def test_minimised_names_known_from_the_cache_are_not_asked_again() -> None:
+    resolver, net = w.make()
+    ask(resolver, net, "deep.a.b.c.shop.test.", "TXT")
+    net.sent.clear()
+    _, answer = ask(resolver, net, "other.a.b.c.shop.test.", now=1.0)
+    assert answer.rcode == NXDOMAIN
+    assert net.questions() == [("other.a.b.c.shop.test.", "A")]
+
+
 def test_cached_delegations_skip_the_root_and_ttls_count_down() -> None:
     resolver, net = w.make()
     ask(resolver, net, "www.shop.test.")
