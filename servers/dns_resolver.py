@@ -8,12 +8,10 @@ cache or waits for the iterative resolver (:mod:`netlab.aio.dns_iterate`, the ma
 Under ``netlab up --lab`` (or with ``--lab`` when run alone) it resolves against the offline lab:
 the lab's root hints and its one port, read from the state the lab records when it starts.
 
-Repeated questions are answered in the server core's receive loop from the encoded reply kept
-the first time (:mod:`netlab.proto.dns_fastpath`), which is what lets Python keep up with a
-load generator; for a resolver a kept reply goes stale, so :class:`FreshReplies` replays one for
-at most :data:`REPLAY_FOR` seconds and never past the TTL of any record in it.  TTLs in replies
-are whole seconds, so the counted-down TTL a client sees is off by less than that second.  The
-access check comes before the replay, so a refused client never gets a kept answer.
+Repeated questions are answered in the server core's receive loop from the reply kept the
+first time, for about a second and never past a TTL (:mod:`netlab.aio.dns_fresh`); the access
+check comes before that replay.  SIGHUP empties the cache and forgets what was learnt about the
+servers, as a reload of unbound does.
 
 Security defaults: it listens on loopback and answers only the networks in ``allow`` (loopback
 unless configured); everyone else gets REFUSED, so it cannot become an open resolver that
@@ -25,7 +23,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from importlib import resources
@@ -36,25 +35,21 @@ import dnslib
 import trio
 
 from netlab.addr import format_hostport, parse_hostport
+from netlab.aio.dns_fresh import CheckedServer
 from netlab.aio.dns_iterate import IterativeResolver
-from netlab.aio.dns_server import DnsQuery, DnsServer, DnsServerSettings
+from netlab.aio.dns_server import DnsQuery, DnsServerSettings
 from netlab.aio.dns_sockets import bind_dns
-from netlab.aio.endpoint import Addr
 from netlab.aio.shutdown import Lifetime, Service, run_services, serve_until_stopping
 from netlab.cli import config_option, load_config
 from netlab.config import NetlabConfig, ResolverConfig, data_path
 from netlab.lab import LabInfo
 from netlab.proto.dns_cache import DnsCache
-from netlab.proto.dns_fastpath import Probe, ReplyCache
 from netlab.proto.dns_hints import RootHints, parse_root_hints
 from netlab.proto.dns_resolve import Answer, Resolver, ResolverSettings
 from netlab.proto.dns_wire import (
     Rcode,
-    RemoteProtocolError,
-    Transport,
     make_reply,
     name_key,
-    parse_message_untrusted,
 )
 
 __all__ = ["ResolverHandler", "build_resolver", "command", "load_root_hints", "serve", "serve_lab", "service"]
@@ -64,62 +59,8 @@ log = logging.getLogger(__name__)
 QTYPE = dnslib.QTYPE
 CLASS_IN = 1
 _REFUSED_TYPES = {QTYPE.AXFR, QTYPE.IXFR}  # a resolver holds no zones to transfer
-REPLAY_FOR = 1.0  # seconds a kept reply may be sent again
 REPLAY_ENTRIES = 10_000
 MAX_ACL_MEMO = 4096  # client addresses whose access decision is remembered
-
-
-class FreshReplies(ReplyCache):
-    """A reply cache whose entries expire: after :data:`REPLAY_FOR` or the smallest TTL inside.
-
-    Only NOERROR and NXDOMAIN replies are kept; failures and refusals are asked afresh.
-    """
-
-    def __init__(self, max_entries: int, *, our_payload: int, clock: Callable[[], float]) -> None:
-        super().__init__(max_entries, our_payload=our_payload)
-        self._clock = clock
-        self._expires: dict[bytes, float] = {}
-
-    def replay(self, probe: Probe, data: bytes) -> bytes | None:
-        expires = self._expires.get(probe.key)
-        if expires is None or expires <= self._clock():
-            self.misses += 1
-            return None
-        return super().replay(probe, data)
-
-    def put(self, probe: Probe, reply: bytes) -> None:
-        if len(reply) < 4 or reply[3] & 0x0F not in (Rcode.NOERROR, Rcode.NXDOMAIN):
-            return
-        try:
-            message = parse_message_untrusted(reply)
-        except RemoteProtocolError:
-            return
-        ttls = [rr.ttl for rr in (*message.rr, *message.auth)]
-        keep = min([REPLAY_FOR, *ttls])
-        if keep <= 0:
-            return
-        if len(self._expires) >= 2 * self.max_entries:
-            # The parent forgets its oldest replies; forget their expiry times with them.
-            self._expires = {k: t for k, t in self._expires.items() if k in self._replies}
-        self._expires[probe.key] = self._clock() + keep
-        super().put(probe, reply)
-
-
-class ResolverServer(DnsServer):
-    """The DNS server core with the resolver's access check in front of its reply cache."""
-
-    def __init__(self, handler: ResolverHandler, settings: DnsServerSettings) -> None:
-        super().__init__(handler, replace(settings, replay_cache=0), name="resolver")
-        self.access = handler
-        if settings.replay_cache:
-            self.cache = FreshReplies(
-                settings.replay_cache, our_payload=settings.udp_payload, clock=trio.current_time
-            )
-
-    def replay(self, data: bytes, client: Addr, transport: Transport) -> tuple[bytes | None, Probe | None]:
-        if not self.access.allowed(client[0]):
-            return None, None  # the handler refuses it, and nothing refused is ever kept
-        return super().replay(data, client, transport)
 
 
 #: Client questions waiting for the network are many and slow next to an authoritative server's.
@@ -226,12 +167,14 @@ async def serve(
     listeners = [listener]
     resolver = IterativeResolver(build_resolver(cfg, hints))
     settings = replace(_SERVER_SETTINGS, query_log=cfg.query_log)
-    server = ResolverServer(ResolverHandler(resolver, cfg.allow), settings)
+    handler = ResolverHandler(resolver, cfg.allow)
+    server = CheckedServer(handler, handler.allowed, settings, clock=trio.current_time, name="resolver")
     where = format_hostport(*endpoint.local_address)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(resolver.run)
+            nursery.start_soon(_flush_on_hangup, resolver, server)
             nursery.start_soon(server.serve_udp, endpoint)
             nursery.start_soon(partial(server.serve_tcp, listeners))
             minimising = "on" if cfg.qname_minimisation else "off"
@@ -250,6 +193,16 @@ async def serve(
             await endpoint.aclose()
             for listener in listeners:
                 await listener.aclose()
+
+
+async def _flush_on_hangup(resolver: IterativeResolver, server: CheckedServer) -> None:
+    """SIGHUP: start from nothing again (the cache, the servers' statistics, kept replies)."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            resolver.machine.flush()
+            if server.fresh is not None:
+                server.fresh.clear()
+            log.info("SIGHUP: cache flushed")
 
 
 async def serve_lab(

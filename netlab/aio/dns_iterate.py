@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import math
+import socket as _stdsocket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
-from netlab.aio.endpoint import Addr, DatagramEndpoint, open_udp_endpoint
+from netlab.aio.endpoint import Addr, DatagramEndpoint, UdpEndpoint
 from netlab.proto.dns_resolve import Answer, ExchangeClosed, NoReply, Resolved, Resolver, Step, UpstreamQuery
 from netlab.proto.dns_rrset import Name
 from netlab.proto.dns_tcp import DnsStream, EndOfStream, Message
@@ -56,10 +57,49 @@ class SocketUpstream:
     """The real network: a new UDP socket (random source port) or TCP connection per query."""
 
     async def open_udp(self, server: Addr) -> DatagramEndpoint:
-        return await open_udp_endpoint("::" if ":" in server[0] else "0.0.0.0", 0)
+        await trio.lowlevel.checkpoint()
+        return _QuerySocket(_stdsocket.AF_INET6 if ":" in server[0] else _stdsocket.AF_INET)
 
     async def open_tcp(self, server: Addr) -> trio.abc.Stream:
         return await trio.open_tcp_stream(*server)
+
+
+class _QuerySocket:
+    """A UDP socket of one query's own: a port picked at random by the kernel, used once.
+
+    A resolver sends a query per step and waits for one answer, so the send goes straight to
+    the kernel (the socket is non-blocking; only a full buffer falls back to trio) rather than
+    through trio's address resolution and scheduler, a fifth of the time of a step on loopback.
+    """
+
+    def __init__(self, family: int) -> None:
+        raw = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
+        try:
+            raw.setblocking(False)
+            raw.bind(("::" if family == _stdsocket.AF_INET6 else "0.0.0.0", 0))
+        except BaseException:
+            raw.close()
+            raise
+        self._raw = raw
+        self._endpoint = UdpEndpoint(trio.socket.from_stdlib_socket(raw))
+
+    @property
+    def local_address(self) -> Addr:
+        return self._endpoint.local_address
+
+    async def sendto(self, data: bytes, addr: Addr) -> None:
+        try:
+            self._raw.sendto(data, addr)
+        except BlockingIOError:
+            await self._endpoint.sendto(data, addr)
+        except ConnectionRefusedError:
+            pass  # an ICMP error for nothing we sent on this fresh socket: ignore, as UDP does
+
+    async def recvfrom(self) -> tuple[bytes, Addr]:
+        return await self._endpoint.recvfrom()
+
+    async def aclose(self) -> None:
+        await self._endpoint.aclose()
 
 
 @dataclass

@@ -136,6 +136,9 @@ class DnsCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     # -- storing ---------------------------------------------------------------------------
 
     def store(self, rrset: RRset, rank: Rank, now: float) -> TimedRRset:

@@ -19,6 +19,10 @@ runs the algorithm of RFC 1034 section 5.3.3:
    name asked (RFC 9156); on a referral move down to the child zone, on a CNAME that leaves the
    zone start again from step 1 for its target, on an answer or a negative answer finish.
 
+Steps 1 to 3 live in :mod:`netlab.proto.dns_search`, what each kind of answer does in
+:mod:`netlab.proto.dns_replies`; this module holds the entry points, the tasks' scheduling, the
+upstream exchanges and the timers.
+
 Bounds keep a question from running away: a budget of upstream queries per client question, a
 deadline (SERVFAIL after it), a limit on CNAME chain length with loop detection, and a depth
 limit on nested look-ups of name-server addresses.  Identical questions in flight share one task.
@@ -49,7 +53,7 @@ from netlab.proto.dns_events import (
 )
 from netlab.proto.dns_hints import RootHints
 from netlab.proto.dns_replies import count_failure, matches
-from netlab.proto.dns_rrset import Name, to_label
+from netlab.proto.dns_rrset import Name, encode_query
 from netlab.proto.dns_search import PRIME_KEY, Searching
 from netlab.proto.dns_servers import ServerTable
 from netlab.proto.dns_task import Budget, Exchange, Task, TaskState
@@ -157,6 +161,13 @@ class Resolver(Searching):
         if not ok or hit is None or hit.kind is HitKind.CNAME:
             return None
         return build_answer(*hit.outcome(), chain, now)
+
+    def flush(self) -> None:
+        """Forget everything learnt (the cache, the servers' statistics, the priming), as a
+        reload of unbound does.  Questions in flight carry on."""
+        self.cache.clear()
+        self._table.forget()
+        self._prime_after = float("-inf")
 
     def datagrams_to_send(self, now: float) -> list[UpstreamQuery]:
         out, self._outgoing = self._outgoing, []
@@ -329,11 +340,7 @@ class Resolver(Searching):
         edns = self._table.edns(server)
         msg_id = self.rng.getrandbits(16)
         # RD clear: we ask authorities, not another recursive resolver (RFC 1034 section 5.3.1).
-        query = dnslib.DNSRecord(
-            dnslib.DNSHeader(id=msg_id, rd=0), q=dnslib.DNSQuestion(to_label(qname), qtype)
-        )
-        if edns:
-            query.add_ar(dnslib.EDNS0(udp_len=self.settings.edns_payload))
+        wire = encode_query(msg_id, qname, qtype, edns_payload=self.settings.edns_payload if edns else None)
         timeout = self._table.timeout(server)
         if transport is Transport.TCP:
             timeout = max(2 * timeout, TCP_MIN_TIMEOUT)
@@ -346,7 +353,7 @@ class Resolver(Searching):
         task.exchange = ex
         task.move(TaskState.QUERYING)
         self._push_timer(ex.timeout_at, ex)
-        self._outgoing.append(UpstreamQuery(ex.handle, server, query.pack(), transport))
+        self._outgoing.append(UpstreamQuery(ex.handle, server, wire, transport))
         self.stats.upstream_queries += 1
 
     def _close(self, ex: Exchange) -> None:

@@ -87,6 +87,11 @@ class ServerTable:
             self._servers.move_to_end(addr)
         return server
 
+    def forget(self) -> None:
+        """Drop every statistic and every dead or lame mark."""
+        self._servers.clear()
+        self._lame.clear()
+
     # -- choosing --------------------------------------------------------------------------
 
     def usable(self, addr: Addr, zone: Name, now: float) -> bool:

@@ -209,3 +209,28 @@ def test_upstream_query_budget_caps_one_question() -> None:
 def test_answer_carries_no_out_of_zone_state() -> None:
     resolver, _ = w.make()
     assert resolver.answer_from_cache(name_of("www.shop.test."), dnslib.QTYPE.A, 0.0) is None
+
+
+def test_flush_forgets_the_cache_and_the_servers() -> None:
+    resolver, net = w.make()
+    ask(resolver, net, "www.shop.test.")
+    resolver.flush()
+    net.sent.clear()
+    ask(resolver, net, "www.shop.test.", now=1.0)
+    assert net.questions()[0] == (".", "NS")  # primed again, from the root
+    assert len(net.sent) == 4
+
+
+def test_queries_are_encoded_as_dnslib_reads_them() -> None:
+    from netlab.proto.dns_rrset import encode_query
+
+    wire = encode_query(0x1234, name_of("www.shop.test."), dnslib.QTYPE.MX, edns_payload=1232)
+    message = dnslib.DNSRecord.parse(wire)
+    assert (message.header.id, message.header.rd, str(message.q.qname), message.q.qtype) == (
+        0x1234,
+        0,
+        "www.shop.test.",
+        dnslib.QTYPE.MX,
+    )
+    assert [(rr.rtype, rr.rclass) for rr in message.ar] == [(dnslib.QTYPE.OPT, 1232)]
+    assert dnslib.DNSRecord.parse(encode_query(1, (), dnslib.QTYPE.NS)).ar == []

@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from netlab.aio.dns_fresh import CheckedServer
 from netlab.aio.dns_iterate import IterativeResolver
 from netlab.aio.dns_server import DnsServer, DnsServerSettings
 from netlab.aio.dns_stub import StubResolver
@@ -21,7 +22,7 @@ from netlab.config import ResolverConfig
 from netlab.proto.dns_auth import Authority
 from netlab.proto.dns_hints import RootHints
 from netlab.proto.dns_zone import parse_zone_text
-from servers.dns_resolver import ResolverHandler, ResolverServer, build_resolver, load_root_hints, serve
+from servers.dns_resolver import ResolverHandler, build_resolver, load_root_hints, serve
 from tests.aio.dns_memory import MemoryUpstream
 from tests.proto import dns_world as w
 
@@ -29,7 +30,7 @@ RESOLVER = ("127.0.0.1", 53)
 
 
 @pytest.fixture
-async def served(nursery: trio.Nursery) -> AsyncIterator[tuple[MemoryNetwork, ResolverServer]]:
+async def served(nursery: trio.Nursery) -> AsyncIterator[tuple[MemoryNetwork, CheckedServer]]:
     """A resolver at 127.0.0.1:53 on an in-memory network that clients can reach from any address."""
     async with MemoryNetwork() as clients, MemoryNetwork() as upstream_net:
         upstream = MemoryUpstream(upstream_net, nursery, w.servers())
@@ -37,13 +38,14 @@ async def served(nursery: trio.Nursery) -> AsyncIterator[tuple[MemoryNetwork, Re
         resolver = IterativeResolver(build_resolver(cfg, w.HINTS, rng=random.Random(5)), upstream)
         await nursery.start(resolver.run)
         settings = DnsServerSettings(query_log=False, replay_cache=100)
-        server = ResolverServer(ResolverHandler(resolver, cfg.allow), settings)
+        handler = ResolverHandler(resolver, cfg.allow)
+        server = CheckedServer(handler, handler.allowed, settings, clock=trio.current_time)
         nursery.start_soon(server.serve_udp, clients.endpoint(*RESOLVER))
         yield clients, server
 
 
 @pytest.fixture
-def resolver_net(served: tuple[MemoryNetwork, ResolverServer]) -> MemoryNetwork:
+def resolver_net(served: tuple[MemoryNetwork, CheckedServer]) -> MemoryNetwork:
     return served[0]
 
 
@@ -99,7 +101,7 @@ async def test_zone_transfers_are_refused(
 
 
 async def test_kept_replies_expire_within_a_second_and_are_never_given_to_strangers(
-    served: tuple[MemoryNetwork, ResolverServer], autojump_clock: trio.testing.MockClock
+    served: tuple[MemoryNetwork, CheckedServer], autojump_clock: trio.testing.MockClock
 ) -> None:
     net, server = served
     question = dnslib.DNSRecord.question("www.shop.test", "A")
@@ -116,7 +118,7 @@ async def test_kept_replies_expire_within_a_second_and_are_never_given_to_strang
 
 
 async def test_failures_are_never_kept_for_replay(
-    served: tuple[MemoryNetwork, ResolverServer], autojump_clock: trio.testing.MockClock
+    served: tuple[MemoryNetwork, CheckedServer], autojump_clock: trio.testing.MockClock
 ) -> None:
     net, server = served
     norecurse = dnslib.DNSRecord.question("www.shop.test", "A")
