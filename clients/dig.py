@@ -30,8 +30,8 @@ from netlab.aio.dns_exchange import ExchangeError, exchange_tcp, exchange_udp
 from netlab.aio.dns_iterate import resolve_once
 from netlab.aio.endpoint import Addr
 from netlab.cli import config_option, load_config
-from netlab.config import data_path
-from netlab.lab import LabInfo, root_hints_path
+from netlab.config import NetlabConfig
+from netlab.lab import root_hints_path, running_lab, state_dir
 from netlab.proto.dns_hints import parse_root_hints
 from netlab.proto.dns_resolve import NoReply, Resolver, Step
 from netlab.proto.dns_rrset import name_of, to_text
@@ -163,7 +163,7 @@ def command(
     args = parse_dig_args(words, reverse)
     if args.trace:
         config = load_config(config_file)
-        _trace(args, port, root_hints, data_path(config, config.lab.state_dir, "lab"))
+        _trace(args, port, root_hints, config)
         return
     server = (args.server or "127.0.0.1", args.server_port or port or 53)
     if not args.short:
@@ -220,13 +220,14 @@ async def _over_tcp(data: bytes, server: Addr) -> bytes:
         raise ExchangeError(f"no reply from {format_hostport(*server)} over TCP") from None
 
 
-def _trace(args: DigArgs, port: int | None, root_hints: Path | None, lab_state: Path) -> None:
+def _trace(args: DigArgs, port: int | None, root_hints: Path | None, config: NetlabConfig) -> None:
     """``+trace``: from the root hints, printing every step the way dig +trace does."""
-    recorded = lab_state / "root.hints"
+    lab = running_lab(config)
+    recorded = state_dir(config) / "root.hints"
     if root_hints is None:
-        root_hints = recorded if recorded.exists() else root_hints_path()
-    if port is None:
-        port = _recorded_port(lab_state) if root_hints == recorded else None
+        root_hints = recorded if lab is not None and recorded.exists() else root_hints_path()
+    if port is None and lab is not None and root_hints == recorded:
+        port = lab.port
     try:
         hints = parse_root_hints(root_hints.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -256,10 +257,3 @@ def _trace(args: DigArgs, port: int | None, root_hints: Path | None, lab_state: 
     if answer.rcode == Rcode.SERVFAIL:
         click.echo(f";; trace failed: {rcode_text(answer.rcode)}: no server gave a usable answer", err=True)
         raise SystemExit(9)
-
-
-def _recorded_port(lab_state: Path) -> int | None:
-    try:
-        return LabInfo.load(lab_state).port
-    except (OSError, ValueError, KeyError):
-        return None

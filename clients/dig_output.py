@@ -1,8 +1,9 @@
 """What ``netlab dig`` prints, laid out the way BIND's dig lays it out.
 
 Strategy: pure functions from messages to lines, so the layout is tested without a network.
-dig aligns record fields with tabs: the owner name is padded with tabs to column 24 (a question
-to column 32), then TTL, class, type and data, each followed by one tab.
+dig aligns record fields on columns 24, 32, 40 and 48 (TTL, class, type, data; a question's class
+and type on 32 and 40, counted without its leading ";"), with tabs, or with one space when the
+text before a field already reaches its column.
 """
 
 from __future__ import annotations
@@ -14,19 +15,29 @@ from netlab.proto.dns_wire import OPT, rcode_text
 __all__ = ["format_reply", "format_rr", "format_short", "received_line"]
 
 
-def _pad(text: str, column: int) -> str:
-    """``text`` followed by tabs (8 columns each) up to ``column``, or one tab if already past it."""
-    tabs = max(1, -(-(column - len(text)) // 8)) if len(text) < column else 1
-    return text + "\t" * tabs
+def _layout(fields: list[str], stops: tuple[int, ...]) -> str:
+    """Fields joined the way dig joins them: tabs up to each field's column, or one space when
+    the text before already reaches it."""
+    out, column = fields[0], len(fields[0])
+    for text, stop in zip(fields[1:], stops, strict=True):
+        if column >= stop:
+            out, column = out + " ", column + 1
+        while column < stop:
+            out, column = out + "\t", (column // 8 + 1) * 8
+        out, column = out + text, column + len(text)
+    return out
 
 
 def format_rr(rr: RR) -> str:
     rdata = rr.rdata.toZone() if hasattr(rr.rdata, "toZone") else str(rr.rdata)
-    return f"{_pad(str(rr.rname), 24)}{rr.ttl}\t{CLASS.get(rr.rclass)}\t{QTYPE.get(rr.rtype)}\t{rdata}"
+    fields = [str(rr.rname), str(rr.ttl), str(CLASS.get(rr.rclass)), str(QTYPE.get(rr.rtype)), rdata]
+    return _layout(fields, (24, 32, 40, 48))
 
 
 def _format_question(question: DNSQuestion) -> str:
-    return f"{_pad(';' + str(question.qname), 32)}{CLASS.get(question.qclass)}\t{QTYPE.get(question.qtype)}"
+    # dig counts columns from the name, as if the leading ";" were not there.
+    fields = [str(question.qname), str(CLASS.get(question.qclass)), str(QTYPE.get(question.qtype))]
+    return ";" + _layout(fields, (32, 40))
 
 
 def _flags(reply: DNSRecord) -> str:

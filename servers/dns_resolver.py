@@ -41,8 +41,8 @@ from netlab.aio.dns_server import DnsQuery, DnsServerSettings
 from netlab.aio.dns_sockets import bind_dns
 from netlab.aio.shutdown import Lifetime, Service, run_services, serve_until_stopping
 from netlab.cli import config_option, load_config
-from netlab.config import NetlabConfig, ResolverConfig, data_path
-from netlab.lab import LabInfo
+from netlab.config import NetlabConfig, ResolverConfig
+from netlab.lab import LabInfo, running_lab, state_dir
 from netlab.proto.dns_cache import DnsCache
 from netlab.proto.dns_hints import RootHints, parse_root_hints
 from netlab.proto.dns_resolve import Answer, Resolver, ResolverSettings
@@ -230,7 +230,7 @@ def service(config: NetlabConfig) -> Service | None:
     if not cfg.enabled:
         return None
     if config.lab.enabled:
-        return Service("resolver", partial(serve_lab, cfg, data_path(config, config.lab.state_dir, "lab")))
+        return Service("resolver", partial(serve_lab, cfg, state_dir(config)))
     return Service("resolver", partial(serve, cfg, load_root_hints(cfg.root_hints)))
 
 
@@ -276,7 +276,7 @@ def command(
             ipaddress.ip_network(net, strict=False)
     except ValueError as exc:
         raise click.UsageError(f"--allow: {exc}") from exc
-    if config.lab.enabled and not (data_path(config, config.lab.state_dir, "lab") / "lab.json").exists():
+    if config.lab.enabled and running_lab(config) is None:
         raise click.ClickException("no running lab recorded: start it first (netlab lab up)")
     svc = service(config)
     if svc is None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import click
 import trio
 
+import netlab.lab
 from netlab.aio.shutdown import Lifetime, Service, run_services
 from netlab.cli import config_option, load_config
-from netlab.config import LabConfig, NetlabConfig, data_path
+from netlab.config import LabConfig, NetlabConfig
 from netlab.lab import LabInfo, start_lab, zone_dir
 
 __all__ = ["service", "up_command", "zones_command"]
@@ -52,10 +53,10 @@ def service(config: NetlabConfig) -> Service | None:
     """The lab for ``netlab up`` (``--lab``, or ``[lab] enabled = true``)."""
     if not config.lab.enabled:
         return None
-    state_dir = data_path(config, config.lab.state_dir, "lab")
+    directory = netlab.lab.state_dir(config)
 
     async def run(lifetime: Lifetime, *, task_status: trio.TaskStatus[list[str]]) -> None:
-        await serve(config.lab, state_dir, lifetime, task_status=task_status)
+        await serve(config.lab, directory, lifetime, task_status=task_status)
 
     return Service("lab", run)
 

@@ -29,22 +29,35 @@ def netlab(*args: str, timeout: float = 60, check: bool = False) -> subprocess.C
     )
 
 
-def read_line(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
-    """The next line the process writes to stdout; fails if none comes within ``timeout``."""
+_pending: dict[int, bytes] = {}  # output read past the last line returned, by PID
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> str:
+    """The next line the process writes to stdout; fails if none comes within ``timeout``.
+
+    Reads the descriptor itself: a buffered reader would swallow several lines at once and leave
+    select() waiting for data that has already arrived.
+    """
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
+    buffer = _pending.pop(proc.pid, b"")
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if sel.select(timeout=deadline - time.monotonic()):
-                line = proc.stdout.readline()
-                if not line:
-                    raise AssertionError(f"process exited ({proc.poll()}) before writing a line")
-                return line.rstrip("\n")
-    raise AssertionError(f"no output within {timeout} s")
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sel.select(timeout=remaining):
+                raise AssertionError(f"no line within {timeout} s (got {buffer!r})")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"process exited ({proc.poll()}) before writing a line")
+            buffer += chunk
+    line, _, rest = buffer.partition(b"\n")
+    _pending[proc.pid] = rest
+    return line.decode()
 
 
-def stop(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
     """SIGTERM, then SIGKILL if it lingers; returns the exit status."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -58,7 +71,7 @@ def stop(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
 @contextmanager
 def running(
     args: Sequence[str], *, stderr: Path | None = None, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[str]]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """A process, stdout readable as text lines, stderr to a file (or nowhere), stopped on exit.
 
     (stderr is never a pipe: an unread pipe fills up and stalls a server that logs every query.)
@@ -69,12 +82,12 @@ def running(
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=err,
-            text=True,
             env={**os.environ, **(env or {})},
         )
         try:
             yield proc
         finally:
             stop(proc)
+            _pending.pop(proc.pid, None)
             if proc.stdout is not None:
                 proc.stdout.close()

@@ -29,6 +29,7 @@ from netlab.aio.dns_authoritative import AuthoritativeHandler, load_zone_files
 from netlab.aio.dns_server import DnsServer, DnsServerSettings
 from netlab.aio.dns_sockets import bind_dns
 from netlab.aio.endpoint import Addr, UdpEndpoint, open_udp_endpoint
+from netlab.config import NetlabConfig, data_path
 from netlab.proto.dns_auth import Authority
 
 __all__ = [
@@ -40,7 +41,9 @@ __all__ = [
     "LabServer",
     "MailDomain",
     "root_hints_path",
+    "running_lab",
     "start_lab",
+    "state_dir",
     "zone_dir",
 ]
 
@@ -95,6 +98,23 @@ MAIL_DOMAINS: tuple[MailDomain, ...] = (
     ),
     MailDomain("beta.test", (LabHost("mail.beta.test", "127.0.0.27"),)),
 )
+
+
+def state_dir(config: NetlabConfig) -> Path:
+    """Where a running lab records itself (``lab.json``, ``root.hints``) for this configuration."""
+    return data_path(config, config.lab.state_dir, "lab")
+
+
+def running_lab(config: NetlabConfig) -> LabInfo | None:
+    """The lab a ``netlab lab up`` or ``netlab up --lab`` with this configuration recorded, if any.
+
+    Services that ``netlab up --lab`` starts after the lab find it here (the lab records itself
+    before it reports started).
+    """
+    try:
+        return LabInfo.load(state_dir(config))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def zone_dir() -> Path:
