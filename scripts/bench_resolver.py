@@ -116,7 +116,12 @@ def flush(bench: Bench, server: str, proc: subprocess.Popen[bytes], port: int) -
     """Make ``server`` forget every cached record and everything it learnt about the servers."""
     if server == "netlab":
         proc.send_signal(signal.SIGHUP)
-        time.sleep(0.3)
+        # Without recursion desired it answers from its cache alone: REFUSED once that is empty.
+        end = time.monotonic() + 10
+        while ask(port, COLD_NAMES[0], recurse=False)[0] != dnslib.RCODE.REFUSED:
+            if time.monotonic() > end:
+                raise SystemExit("netlab did not flush its cache on SIGHUP")
+            time.sleep(0.01)
     else:
         control = shutil.which("unbound-control") or "/usr/sbin/unbound-control"
         conf = str(bench.workdir / f"unbound-{port}.conf")
@@ -126,10 +131,11 @@ def flush(bench: Bench, server: str, proc: subprocess.Popen[bytes], port: int) -
 
 
 def ask(
-    port: int, name: str, qtype: str = "A", qclass: str = "IN", timeout: float = 10.0
+    port: int, name: str, qtype: str = "A", qclass: str = "IN", timeout: float = 10.0, *, recurse: bool = True
 ) -> tuple[int, float]:
     """(RCODE, seconds) of one query over UDP, timed at the client."""
     query = dnslib.DNSRecord.question(name, qtype, qclass)
+    query.header.rd = int(recurse)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         start = time.perf_counter()

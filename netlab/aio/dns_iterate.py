@@ -23,6 +23,7 @@ implementation drives the same code under ``MockClock``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import socket as _stdsocket
@@ -32,23 +33,35 @@ from typing import Protocol
 
 import trio
 
-from netlab.aio.endpoint import Addr, DatagramEndpoint, UdpEndpoint
+from netlab.aio.endpoint import MAX_DATAGRAM, Addr
 from netlab.proto.dns_resolve import Answer, ExchangeClosed, NoReply, Resolved, Resolver, Step, UpstreamQuery
 from netlab.proto.dns_rrset import Name
 from netlab.proto.dns_tcp import DnsStream, EndOfStream, Message
 from netlab.proto.dns_wire import DnsError, Transport
 
-__all__ = ["IterativeResolver", "SocketUpstream", "Upstream", "resolve_once"]
+__all__ = ["IterativeResolver", "QuerySocket", "SocketUpstream", "Upstream", "resolve_once"]
 
 log = logging.getLogger(__name__)
 
 MAX_RECV = 65536  # octets per TCP read
 
 
+class QuerySocket(Protocol):
+    """A UDP socket of one upstream query's own, used for that query only."""
+
+    def send(self, data: bytes) -> None:
+        """Send ``data`` to the server now (UDP: best effort, errors surface as no answer)."""
+
+    async def receive(self) -> tuple[bytes, Addr]:
+        """The next datagram that arrives, with its source."""
+
+    def close(self) -> None: ...
+
+
 class Upstream(Protocol):
     """How the driver reaches authoritative servers."""
 
-    async def open_udp(self, server: Addr) -> DatagramEndpoint: ...
+    def open_udp(self, server: Addr) -> QuerySocket: ...
 
     async def open_tcp(self, server: Addr) -> trio.abc.Stream: ...
 
@@ -56,23 +69,23 @@ class Upstream(Protocol):
 class SocketUpstream:
     """The real network: a new UDP socket (random source port) or TCP connection per query."""
 
-    async def open_udp(self, server: Addr) -> DatagramEndpoint:
-        await trio.lowlevel.checkpoint()
-        return _QuerySocket(_stdsocket.AF_INET6 if ":" in server[0] else _stdsocket.AF_INET)
+    def open_udp(self, server: Addr) -> QuerySocket:
+        return _UdpQuerySocket(server)
 
     async def open_tcp(self, server: Addr) -> trio.abc.Stream:
         return await trio.open_tcp_stream(*server)
 
 
-class _QuerySocket:
-    """A UDP socket of one query's own: a port picked at random by the kernel, used once.
+class _UdpQuerySocket:
+    """A kernel UDP socket bound to a port the kernel picks at random, used for one query.
 
-    A resolver sends a query per step and waits for one answer, so the send goes straight to
-    the kernel (the socket is non-blocking; only a full buffer falls back to trio) rather than
-    through trio's address resolution and scheduler, a fifth of the time of a step on loopback.
+    Opening, sending and reading are plain non-blocking calls: the send happens the moment the
+    machine asks for the query, and the only trip through trio's scheduler is the wait until an
+    answer is readable (a resolver's cold latency is the sum of these steps, one per zone).
     """
 
-    def __init__(self, family: int) -> None:
+    def __init__(self, server: Addr) -> None:
+        family = _stdsocket.AF_INET6 if ":" in server[0] else _stdsocket.AF_INET
         raw = _stdsocket.socket(family, _stdsocket.SOCK_DGRAM)
         try:
             raw.setblocking(False)
@@ -80,26 +93,28 @@ class _QuerySocket:
         except BaseException:
             raw.close()
             raise
+        self._server = server
         self._raw = raw
-        self._endpoint = UdpEndpoint(trio.socket.from_stdlib_socket(raw))
 
-    @property
-    def local_address(self) -> Addr:
-        return self._endpoint.local_address
+    def send(self, data: bytes) -> None:
+        # A fresh socket's send buffer is empty: BlockingIOError cannot happen in practice, and
+        # if it did the query would simply time out and be sent again, as if lost on the way.
+        with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+            self._raw.sendto(data, self._server)
 
-    async def sendto(self, data: bytes, addr: Addr) -> None:
-        try:
-            self._raw.sendto(data, addr)
-        except BlockingIOError:
-            await self._endpoint.sendto(data, addr)
-        except ConnectionRefusedError:
-            pass  # an ICMP error for nothing we sent on this fresh socket: ignore, as UDP does
+    async def receive(self) -> tuple[bytes, Addr]:
+        while True:
+            try:
+                data, peer = self._raw.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, ConnectionRefusedError):
+                # Nothing yet (or an ICMP error, which a spoofer could send as well: wait on).
+                await trio.lowlevel.wait_readable(self._raw)
+                continue
+            return data, (peer[0], peer[1])
 
-    async def recvfrom(self) -> tuple[bytes, Addr]:
-        return await self._endpoint.recvfrom()
-
-    async def aclose(self) -> None:
-        await self._endpoint.aclose()
+    def close(self) -> None:
+        # The only task that waits on this socket is the one closing it: nobody to notify.
+        self._raw.close()
 
 
 @dataclass
@@ -167,11 +182,20 @@ class IterativeResolver:
         machine = self.machine
         nursery = self._nursery
         assert nursery is not None
+        failed: list[tuple[UpstreamQuery, OSError]] = []
         for query in machine.datagrams_to_send(trio.current_time()):
             scope = trio.CancelScope()
             self._exchanges[query.exchange] = scope
-            run = self._udp_exchange if query.transport is Transport.UDP else self._tcp_exchange
-            nursery.start_soon(run, query, scope)
+            if query.transport is Transport.TCP:
+                nursery.start_soon(self._tcp_exchange, query, scope)
+                continue
+            try:
+                sock = self.upstream.open_udp(query.server)
+            except OSError as exc:  # e.g. no IPv6 here
+                failed.append((query, exc))
+                continue
+            sock.send(query.wire)
+            nursery.start_soon(self._udp_exchange, query, scope, sock)
         while (event := machine.next_event()) is not None:
             if isinstance(event, Resolved):
                 waiter = self._waiters.pop(event.ticket, None)
@@ -186,6 +210,8 @@ class IterativeResolver:
                 self.on_step(event)
         if self._timer is not None:
             self._timer.deadline = self._next_deadline()
+        for query, error in failed:
+            self._failed(query, error)
 
     def _next_deadline(self) -> float:
         timer = self.machine.get_timer()
@@ -207,24 +233,17 @@ class IterativeResolver:
 
     # -- exchanges -----------------------------------------------------------------------------
 
-    async def _udp_exchange(self, query: UpstreamQuery, scope: trio.CancelScope) -> None:
-        with scope:
-            try:
-                endpoint = await self.upstream.open_udp(query.server)
-            except OSError as exc:
-                self._failed(query, exc)
-                return
-            try:
-                await endpoint.sendto(query.wire, query.server)
+    async def _udp_exchange(self, query: UpstreamQuery, scope: trio.CancelScope, sock: QuerySocket) -> None:
+        try:
+            with scope:
                 while True:
-                    data, peer = await endpoint.recvfrom()
+                    data, peer = await sock.receive()
                     self.machine.receive_datagram(data, peer, trio.current_time(), exchange=query.exchange)
                     self._pump()
-            except OSError as exc:  # e.g. no route to an IPv6 server
-                self._failed(query, exc)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await endpoint.aclose()
+        except OSError as exc:  # e.g. no route to the server
+            self._failed(query, exc)
+        finally:
+            sock.close()
 
     async def _tcp_exchange(self, query: UpstreamQuery, scope: trio.CancelScope) -> None:
         with scope:

@@ -252,7 +252,10 @@ class Resolver(Searching):
     # -- tasks -------------------------------------------------------------------------------
 
     def _new_task(self, key: tuple[Name, int], deadline: float, budget: Budget, depth: int) -> Task:
-        task = Task(key, key[0], key[1], deadline, budget, depth, minimise=self.settings.qname_minimisation)
+        # A name server's own name is no client's secret (RFC 9156 protects what clients ask):
+        # look its address up with the full name, one query per zone instead of one per label.
+        minimise = self.settings.qname_minimisation and depth == 0
+        task = Task(key, key[0], key[1], deadline, budget, depth, minimise=minimise)
         task.seen.add(key[0])
         self._inflight[key] = task
         self._push_timer(deadline, task)

@@ -6,7 +6,8 @@ import dnslib
 import trio
 import trio.testing
 
-from netlab.aio.endpoint import Addr, DatagramEndpoint, MemoryEndpoint, MemoryNetwork
+from netlab.aio.dns_iterate import QuerySocket
+from netlab.aio.endpoint import Addr, MemoryEndpoint, MemoryNetwork
 from netlab.proto.dns_tcp import DnsStream, Message
 from netlab.proto.dns_wire import Transport
 from tests.proto.dns_fakenet import Responder
@@ -38,8 +39,8 @@ class MemoryUpstream:
         await trio.sleep(delay)
         await ep.sendto(data, peer)
 
-    async def open_udp(self, server: Addr) -> DatagramEndpoint:
-        return self.network.endpoint(RESOLVER_HOST, 0)
+    def open_udp(self, server: Addr) -> QuerySocket:
+        return _MemoryQuerySocket(self.network.endpoint(RESOLVER_HOST, 0), server)
 
     async def open_tcp(self, server: Addr) -> trio.abc.Stream:
         if server not in self.servers:
@@ -57,3 +58,21 @@ class MemoryUpstream:
         for delay, reply, _src in self.servers[server](query, Transport.TCP, server):
             await trio.sleep(delay)
             await stream.send_all(framer.send(reply))
+
+
+class _MemoryQuerySocket:
+    """A query's own endpoint on the in-memory network."""
+
+    def __init__(self, endpoint: MemoryEndpoint, server: Addr) -> None:
+        self.endpoint = endpoint
+        self.server = server
+
+    def send(self, data: bytes) -> None:
+        # MemoryEndpoint.sendto only checkpoints after handing the datagram to the network.
+        self.endpoint._network._send(bytes(data), self.endpoint.local_address, self.server)
+
+    async def receive(self) -> tuple[bytes, Addr]:
+        return await self.endpoint.recvfrom()
+
+    def close(self) -> None:
+        self.endpoint._network._unbind(self.endpoint.local_address)

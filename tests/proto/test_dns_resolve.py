@@ -102,7 +102,9 @@ def test_glueless_delegation_resolves_the_name_server_first() -> None:
     resolver, net = w.make()
     _, answer = ask(resolver, net, "www.glueless.test.")
     assert rrs(answer.answer) == ["www.glueless.test. 3600 A 127.0.0.13"]
-    assert [s.server for s in net.sent if s.qname == "ns.hosting.example."] == [w.HOSTING]
+    # The name server's address is looked up with its full name (it is no client's secret).
+    assert [s.server for s in net.sent if s.qname == "ns.hosting.example."] == [w.ROOT, w.EXAMPLE, w.HOSTING]
+    assert ("hosting.example.", "A") not in net.questions()
     assert net.sent[-1].server == w.GLUELESS
 
 
