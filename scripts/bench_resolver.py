@@ -349,7 +349,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=int, default=10, help="seconds per warm-cache dnsperf run")
     parser.add_argument("--repeats", type=int, default=3, help="warm-cache runs per resolver")
-    parser.add_argument("--cold-repeats", type=int, default=5, help="cold starts per resolver and name")
+    parser.add_argument("--cold-repeats", type=int, default=15, help="cold-cache runs per resolver and name")
     parser.add_argument("--names", type=int, default=100_000, help="names for the memory test")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and dnsperf to CPUs")

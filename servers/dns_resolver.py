@@ -46,11 +46,7 @@ from netlab.lab import LabInfo, running_lab, state_dir
 from netlab.proto.dns_cache import DnsCache
 from netlab.proto.dns_hints import RootHints, parse_root_hints
 from netlab.proto.dns_resolve import Answer, Resolver, ResolverSettings
-from netlab.proto.dns_wire import (
-    Rcode,
-    make_reply,
-    name_key,
-)
+from netlab.proto.dns_wire import Rcode, make_reply, name_key
 
 __all__ = ["ResolverHandler", "build_resolver", "command", "load_root_hints", "serve", "serve_lab", "service"]
 
