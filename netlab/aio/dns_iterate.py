@@ -240,6 +240,8 @@ class IterativeResolver:
                     data, peer = await sock.receive()
                     self.machine.receive_datagram(data, peer, trio.current_time(), exchange=query.exchange)
                     self._pump()
+                    # A flood of forged datagrams must not keep the other tasks from running.
+                    await trio.lowlevel.checkpoint()
         except OSError as exc:  # e.g. no route to the server
             self._failed(query, exc)
         finally:
