@@ -3,9 +3,10 @@
 Strategy: arguments the way dig takes them (``NAME [TYPE] [CLASS] @SERVER[:PORT] +option``),
 one query through :mod:`netlab.aio.dns_exchange` (UDP, then TCP if the reply is truncated, as
 dig does), and output in dig's layout (:mod:`clients.dig_output`).  ``+trace`` runs the
-iteration machine of :mod:`netlab.proto.dns_trace` from root hints instead of asking one
-server: by default the hints and port of a running lab (``netlab lab up`` records them), else
-the lab's shipped hints on port 53.
+resolver's own iteration machine (:mod:`netlab.proto.dns_resolve`, set up as dig +trace
+iterates: no cache, full names, CNAMEs shown rather than followed) from root hints instead of
+asking one server, printing every step: by default the hints and port of a running lab
+(``netlab lab up`` records them), else the lab's shipped hints on port 53.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import ipaddress
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import click
@@ -24,13 +26,23 @@ from dnslib import CLASS, EDNS0, QTYPE, DNSQuestion, DNSRecord
 from clients.dig_output import format_reply, format_rr, format_short, received_line
 from netlab import __version__
 from netlab.addr import format_hostport, parse_hostport
-from netlab.aio.dns_exchange import ExchangeError, exchange_tcp, exchange_udp, run_trace
+from netlab.aio.dns_exchange import ExchangeError, exchange_tcp, exchange_udp
+from netlab.aio.dns_iterate import resolve_once
 from netlab.aio.endpoint import Addr
 from netlab.cli import config_option, load_config
 from netlab.config import NetlabConfig
 from netlab.lab import root_hints_path, running_lab, state_dir
-from netlab.proto.dns_trace import Failed, Reply, TimedOut, Trace, TraceEvent, parse_root_hints
-from netlab.proto.dns_wire import DEFAULT_UDP_PAYLOAD, RemoteProtocolError, parse_message_untrusted
+from netlab.proto.dns_hints import parse_root_hints
+from netlab.proto.dns_resolve import NoReply, Resolver, Step
+from netlab.proto.dns_rrset import name_of, to_text
+from netlab.proto.dns_wire import (
+    DEFAULT_UDP_PAYLOAD,
+    Rcode,
+    RemoteProtocolError,
+    Transport,
+    parse_message_untrusted,
+    rcode_text,
+)
 
 __all__ = ["DigArgs", "command", "parse_dig_args"]
 
@@ -220,29 +232,28 @@ def _trace(args: DigArgs, port: int | None, root_hints: Path | None, config: Net
         hints = parse_root_hints(root_hints.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{root_hints}: {exc}") from exc
-    trace = Trace(args.name, args.qtype, hints, port=port or 53, rng=random.SystemRandom(), timeout=args.wait)
+    machine = Resolver.for_trace(
+        hints, random.SystemRandom(), port=port or 53, deadline=max(1.0, args.wait * args.tries)
+    )
     click.echo(f"\n; <<>> netlab dig {__version__} <<>> +trace {args.name} {QTYPE.get(args.qtype)}")
     click.echo(f";; root hints from {root_hints}, port {port or 53}\n")
-    failed: list[str] = []
 
-    def on_event(event: TraceEvent) -> None:
-        if isinstance(event, Reply) and event.depth == 0:
-            if event.message.header.tc and not event.tcp:
+    def on_step(event: Step | NoReply) -> None:
+        server_name = to_text(event.server_name).rstrip(".") or "."
+        if isinstance(event, NoReply):
+            click.echo(f";; no reply from {event.server[0]}#{event.server[1]}({server_name})")
+        elif event.depth == 0:
+            if event.reply.header.tc and event.transport is Transport.UDP:
                 click.echo(";; Truncated, retrying in TCP mode.")
                 return
-            for rr in (*event.message.rr, *event.message.auth):
+            for rr in (*event.reply.rr, *event.reply.auth):
                 click.echo(format_rr(rr))
-            click.echo(received_line(event.size, event.server, event.server_name, event.rtt) + "\n")
-        elif isinstance(event, Reply):
-            click.echo(
-                f";; (looking up a name server's address: {event.message.q.qname} via {event.server_name})"
-            )
-        elif isinstance(event, TimedOut):
-            click.echo(f";; no reply from {event.server[0]}#{event.server[1]}({event.server_name})")
-        elif isinstance(event, Failed):
-            failed.append(event.reason)
+            click.echo(received_line(event.size, event.server, server_name, event.rtt) + "\n")
+        else:
+            asked = to_text(event.question[0])
+            click.echo(f";; (looking up a name server's address: {asked} via {server_name})")
 
-    trio.run(run_trace, trace, on_event)
-    if failed:
-        click.echo(f";; trace failed: {failed[0]}", err=True)
+    answer = trio.run(partial(resolve_once, machine, name_of(args.name), args.qtype, on_step=on_step))
+    if answer.rcode == Rcode.SERVFAIL:
+        click.echo(f";; trace failed: {rcode_text(answer.rcode)}: no server gave a usable answer", err=True)
         raise SystemExit(9)

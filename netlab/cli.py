@@ -30,6 +30,7 @@ __all__ = ["LazyGroup", "config_option", "load_config", "main"]
 SERVICES: Sequence[str] = (
     "servers.lab:service",  # first, so that the servers after it can be pointed at the lab
     "servers.dns_auth:service",
+    "servers.dns_resolver:service",
     "servers.rdt:service",
     "servers.proxy:service",
     "servers.smtp:service",
@@ -109,11 +110,10 @@ def main(log_level: str) -> None:
 
 @main.group(
     cls=LazyGroup,
-    # "resolver": the recursive resolver, added with it.
-    lazy={"serve": "servers.dns_auth:command"},
+    lazy={"serve": "servers.dns_auth:command", "resolver": "servers.dns_resolver:command"},
 )
 def dns() -> None:
-    """DNS servers: the authoritative server."""
+    """DNS servers: the authoritative server and the caching recursive resolver."""
 
 
 @main.group(cls=LazyGroup, lazy={"up": "servers.lab:up_command", "zones": "servers.lab:zones_command"})

@@ -29,6 +29,7 @@ __all__ = [
     "Pop3Config",
     "ProxyConfig",
     "RdtConfig",
+    "ResolverConfig",
     "SmtpConfig",
     "data_path",
     "load",
@@ -82,6 +83,30 @@ class RdtConfig:
     max_connections: int = 64
     #: Seconds a transfer may go without receiving a byte before the receiver gives up.
     idle_timeout: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolverConfig:
+    """The caching recursive DNS resolver (``[resolver]``), ``netlab dns resolver``."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:5353"
+    #: Root hints file; empty means the real root servers (shipped with netlab), or the lab's
+    #: root when ``netlab up --lab`` runs it.
+    root_hints: str = ""
+    #: The port every authoritative server is asked on (glue carries addresses, not ports).
+    upstream_port: int = 53
+    qname_minimisation: bool = True
+    #: Client networks that get answers; everyone else gets REFUSED: never an open resolver.
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    cache_size: int = 200_000
+    max_ttl: int = 86_400
+    max_negative_ttl: int = 3_600
+    #: Seconds a client's question may take before it is answered SERVFAIL.
+    deadline: float = 8.0
+    max_upstream_queries: int = 48
+    #: One access-log line per client query.
+    query_log: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +240,7 @@ class NetlabConfig:
 
     general: GeneralConfig = dataclasses.field(default_factory=GeneralConfig)
     rdt: RdtConfig = dataclasses.field(default_factory=RdtConfig)
+    resolver: ResolverConfig = dataclasses.field(default_factory=ResolverConfig)
     dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
     lab: LabConfig = dataclasses.field(default_factory=LabConfig)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)

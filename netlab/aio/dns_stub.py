@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import dnslib
 import trio
 
+from netlab.addr import parse_hostport
 from netlab.aio.endpoint import Addr, open_udp_endpoint
+from netlab.config import NetlabConfig
 
-__all__ = ["DnsLookupError", "StubAnswer", "StubResolver"]
+__all__ = ["DnsLookupError", "StubAnswer", "StubResolver", "stub_for"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,12 @@ class StubResolver:
             if reply is None:
                 raise trio.BrokenResourceError("resolver sent a mismatched TCP answer")
             return reply
+
+
+def stub_for(config: NetlabConfig, *, timeout: float = 2.0, attempts: int = 3) -> StubResolver:
+    """A stub asking the suite's own resolver, where ``[resolver] listen`` says it answers."""
+    host, port = parse_hostport(config.resolver.listen, default_port=53)
+    return StubResolver((host, port), timeout=timeout, attempts=attempts)
 
 
 def _matching_reply_untrusted(data: bytes, question: dnslib.DNSRecord) -> dnslib.DNSRecord | None:

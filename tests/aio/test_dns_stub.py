@@ -115,3 +115,12 @@ async def test_nxdomain_is_an_empty_answer() -> None:
         assert (await stub.query("nothing.test", "A")).records == ()
         assert await stub.resolve_addresses("nothing.test") == []
         nursery.cancel_scope.cancel()
+
+
+def test_stub_for_the_configured_resolver() -> None:
+    from netlab import config as configmod
+    from netlab.aio.dns_stub import stub_for
+
+    config = configmod.override(configmod.NetlabConfig(), "resolver", {"listen": "127.0.0.1:5399"})
+    stub = stub_for(config, timeout=0.5)
+    assert (stub.server, stub.timeout) == (("127.0.0.1", 5399), 0.5)
