@@ -12,9 +12,17 @@ protocol differences between Go-Back-N, Selective Repeat and stop-and-wait live 
 * the data path: the application's bytes wait in one ``bytearray`` with a read offset and are cut
   into segments of at most ``mss`` bytes only when the window has room, so they are copied once
   into each datagram; every sent segment is kept encoded, so a retransmission costs nothing;
-* flow control: never more in flight than the window the peer last advertised (in segments,
-  counted from its cumulative ACK); a closed window is probed on a persist timer (RFC 9293
-  section 3.8.6.1), and a receiver whose application catches up sends a window update;
+* loss recovery as the policy decides it: a retransmission timeout backs the RTO off and counts
+  towards the retry limit; a loss inferred from acknowledgements (duplicate ACKs, RACK) and a
+  tail-loss probe are sent at once and do neither;
+* flow control, sender's side: never more in flight than the window the peer last advertised
+  (in segments, counted from its cumulative ACK).  When that window is closed and nothing is in
+  flight, a persist timer with exponential backoff sends a zero-window probe (RFC 9293 section
+  3.8.6.1): an empty DATA segment numbered just below our base.  It carries no new data and takes
+  no sequence number, so nothing can slip past the window, yet every receiver answers it with an
+  ACK of its current window (section 3.10.7.4).  Answers keep the connection open however long the
+  window stays shut; ``max_retries`` probes without any answer end it.  The receiving side (its
+  offered window, window updates) is ``receiver.py``;
 * the close: a FIN takes a sequence number and travels through the send window like data, so it
   is retransmitted and acknowledged by the same machinery; the side that acknowledges the last FIN
   lingers (``TIME_WAIT``);
@@ -31,10 +39,11 @@ import random
 from collections.abc import Callable
 
 from netlab.transport.errors import LocalProtocolError
-from netlab.transport.events import Closed, Connected, ConnectionFailed, DataReceived, EndOfData, Event
-from netlab.transport.handshake import ConnectionSetup, Role
+from netlab.transport.events import Closed, Connected, ConnectionFailed
+from netlab.transport.handshake import Role
 from netlab.transport.params import TransportParams, TransportStats
 from netlab.transport.policy import Ack
+from netlab.transport.receiver import Receiver
 from netlab.transport.segment import (
     FLAG_SELECTIVE,
     HEADER_SIZE,
@@ -56,7 +65,7 @@ S = ConnState
 _AWAITING_FIN_ACK = frozenset({S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 
 
-class Connection(ConnectionSetup):
+class Connection(Receiver):
     """One end of a reliable connection.
 
     Args:
@@ -75,13 +84,10 @@ class Connection(ConnectionSetup):
         self._unacked_bytes = 0  # payload bytes sent and not yet acknowledged
         self._eof_requested = False
         self._fin_seq: int | None = None  # absolute number of our FIN once sent
-        self._rx_pending = 0  # bytes in DataReceived events the application has not taken
-        self._read_since_ack = False  # the application took data since our latest segment
-        self._advertised = 0  # the window (segments) in our latest segment
         self._linger_deadline: float | None = None
         self._persist_deadline: float | None = None
         self._persist_backoff = 0
-        self._probe = False  # the persist timer fired: one segment may go past the peer's window
+        self._window_probes = 0  # zero-window probes sent since the peer last answered
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -135,16 +141,6 @@ class Connection(ConnectionSetup):
         if self._state not in (S.LISTEN, S.SYN_SENT) or self._syn_sent_at is not None:
             self._out.append(self._rst_datagram())
         self._transition(Trigger.ABORT)
-
-    def next_event(self) -> Event | None:
-        """The next event for the application, or ``None``."""
-        if not self._events:
-            return None
-        event = self._events.popleft()
-        if type(event) is DataReceived:
-            self._rx_pending -= len(event.data)
-            self._read_since_ack = True
-        return event
 
     # -- network and timer -----------------------------------------------------------------------
 
@@ -204,8 +200,9 @@ class Connection(ConnectionSetup):
             return
         if self._persist_deadline is not None and now >= self._persist_deadline:
             self._persist_deadline = None
-            self._probe = True
-            self._persist_backoff += 1
+            self._send_window_probe(now)
+            if self._state in TERMINAL:
+                return
         deadline = self._policy.next_deadline()
         if deadline is not None and now >= deadline and self._state not in TERMINAL:
             self._retransmission_expired(now)
@@ -215,19 +212,17 @@ class Connection(ConnectionSetup):
     def _fill(self, out: list[bytes], now: float) -> None:
         """Cut queued bytes into segments while the send window and the peer's window allow."""
         snd, policy, space = self._snd, self._policy, self._space
-        mss, rto = self._mss, self._rto.rto
+        mss = self._mss
         ack_wire = space.wrap(self._rcv.base)
         window = self._receive_window()
         edge = self._peer_ack + self._peer_window
         buf, off = self._sndbuf, self._sndoff
-        end = len(buf)
+        end, first = len(buf), snd.next
         with memoryview(buf) as view:
             while snd.next - snd.base < snd.size:
                 if off < end:
                     if snd.next >= edge:
-                        if not self._probe:
-                            break
-                        self._probe = False  # RFC 9293 section 3.8.6.1: one zero-window probe
+                        break  # the peer's window is full; the persist timer probes it
                     n = min(mss, end - off)
                     datagram = _encode(DATA, 0, space.wrap(snd.next), ack_wire, window, view[off : off + n])
                     off += n
@@ -239,9 +234,10 @@ class Connection(ConnectionSetup):
                     datagram = _encode(FIN, 0, space.wrap(snd.next), ack_wire, window)
                 else:
                     break
-                policy.on_sent(snd, snd.push(datagram, now), now=now, rto=rto)
+                policy.on_sent(snd, snd.push(datagram, now), now=now)
                 out.append(datagram)
-        self._advertised = window
+        if snd.next != first:
+            self._advertised = window
         if off == end:
             buf.clear()
             off = 0
@@ -258,58 +254,47 @@ class Connection(ConnectionSetup):
         elif not blocked:
             self._persist_deadline = None
 
+    def _send_window_probe(self, now: float) -> None:
+        """The persist timer fired: ask the peer for its window again (see the module docstring)."""
+        if self._window_probes >= self._params.max_retries:
+            self._fail(f"no answer to {self._params.max_retries} zero-window probes", now)
+            return
+        space, window = self._space, self._receive_window()
+        self._advertised = window
+        self._out.append(_encode(DATA, 0, space.wrap(self._snd.base - 1), space.wrap(self._rcv.base), window))
+        self._window_probes += 1
+        self._persist_backoff += 1  # RFC 9293 section 3.8.6.1: exponential backoff
+
     def _retransmit(self, seq: int, now: float) -> None:
         entry = self._snd.mark_retransmitted(seq, now)
         self._out.append(entry.item)
-        self._policy.on_sent(self._snd, seq, now=now, rto=self._rto.rto)
+        self._policy.on_sent(self._snd, seq, now=now)
         self.stats.retransmissions += 1
 
     def _retransmission_expired(self, now: float) -> None:
-        due = self._policy.expired(self._snd, now=now, rto=self._rto.rto)
-        if not due:
-            return
-        self.stats.timeouts += 1
-        # One round of retry and backoff per expiry of the oldest segment.  With a timer per
-        # segment (SR) the later ones expire in the same round and must not count again.
-        if self._snd.base in due:
-            self._retries += 1
-            if self._retries > self._params.max_retries:
-                self._fail(f"no acknowledgement after {self._params.max_retries} retransmissions", now)
-                return
-            self._rto.backoff()  # RFC 6298 section 5.5; on_sent re-arms with the new value
-            self.stats.rto = self._rto.rto
-        for seq in due:
-            self._retransmit(seq, now)
+        expiry = self._policy.expired(self._snd, now=now)
+        if expiry.timed_out:
+            self.stats.timeouts += 1
+            # One round of retry and backoff per expiry of the oldest segment.  With a timer per
+            # segment (SR) the later ones expire in the same round and must not count again.
+            if self._snd.base in expiry.timed_out:
+                self._retries += 1
+                if self._retries > self._params.max_retries:
+                    self._fail(f"no acknowledgement after {self._params.max_retries} retransmissions", now)
+                    return
+                self._rto.backoff()  # RFC 6298 section 5.5; on_sent re-arms with the new value
+                self.stats.rto = self._rto.rto
+            for seq in expiry.timed_out:
+                self._retransmit(seq, now)
+        if expiry.lost:
+            self.stats.fast_retransmits += 1
+            for seq in expiry.lost:
+                self._retransmit(seq, now)
+        if expiry.probe is not None:
+            self.stats.loss_probes += 1
+            self._retransmit(expiry.probe, now)
 
-    # -- receiving -------------------------------------------------------------------------------
-
-    def _handle_data(self, segment: Segment, now: float) -> None:
-        # The cumulative ACK that every DATA and FIN carries (as in TCP) counts when it is news.
-        # It matters at the close: a FIN sent after the peer's FIN arrived acknowledges that FIN
-        # even when our separate ACK of it was lost.
-        cumulative = self._snd.unwrap_ack(segment.ack)
-        if cumulative is not None and cumulative > self._snd.base:
-            self._apply_ack(Ack(cumulative, None, segment.window), now)
-            if self._state in TERMINAL:
-                return  # that ACK ended the connection: nothing may follow Closed
-        receipt = self._policy.on_data(self._rcv, segment.seq, segment)
-        if not receipt.expected:
-            self.stats.unexpected_dropped += 1
-            return
-        for item in receipt.deliver:
-            if item.type is DATA:
-                if item.payload:
-                    self._rx_pending += len(item.payload)
-                    self.stats.bytes_received += len(item.payload)
-                    self._events.append(DataReceived(item.payload))
-            else:
-                self._events.append(EndOfData())
-                if self._transition(Trigger.PEER_FIN) is S.TIME_WAIT:
-                    self._start_linger(now)
-        if self._state is S.TIME_WAIT and not receipt.deliver:
-            self._start_linger(now)  # the peer repeated its FIN: our last ACK was lost
-        if receipt.ack:
-            self._send_ack(receipt.selective)
+    # -- acknowledgements and resets ----------------------------------------------------------------
 
     def _handle_ack(self, segment: Segment, now: float) -> None:
         snd = self._snd
@@ -329,7 +314,8 @@ class Connection(ConnectionSetup):
         snd = self._snd
         if ack.cumulative >= self._peer_ack:
             self._peer_ack, self._peer_window = ack.cumulative, ack.window
-        outcome = self._policy.on_ack(snd, ack, now=now, rto=self._rto.rto)
+        self._window_probes = 0  # the peer answers
+        outcome = self._policy.on_ack(snd, ack, now=now)
         if outcome.acked:
             self._retries = 0
             self._persist_backoff = 0
@@ -370,32 +356,6 @@ class Connection(ConnectionSetup):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _receive_window(self) -> int:
-        """The window to advertise: what the receive buffer can take, in whole segments."""
-        free = self._params.receive_buffer - self._rx_pending
-        return max(0, min(self._rcv.size, free // self._mss))
-
-    def _maybe_window_update(self) -> None:
-        """The application read data: tell the peer if our window opened from zero or by half."""
-        self._read_since_ack = False
-        if self._state not in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
-            return
-        window = self._receive_window()
-        full = max(1, min(self._rcv.size, self._params.receive_buffer // self._mss))
-        if window - self._advertised >= max(1, full // 2) or (self._advertised == 0 < window):
-            self._send_ack(None)
-
-    def _send_ack(self, selective: int | None) -> None:
-        window = self._receive_window()
-        self._advertised = window
-        self._read_since_ack = False
-        space = self._space
-        if selective is None:
-            seq, flags = space.wrap(self._snd.next), 0
-        else:
-            seq, flags = space.wrap(selective), FLAG_SELECTIVE
-        self._out.append(_encode(ACK, flags, seq, space.wrap(self._rcv.base), window))
-
     def _rst_datagram(self) -> bytes:
         return _encode(RST, 0, self._space.wrap(self._snd.next), self._space.wrap(self._rcv.base), 0)
 
@@ -431,8 +391,8 @@ class Connection(ConnectionSetup):
     _DISPATCH: dict[SegmentType, Callable[[Connection, Segment, float], None]] = {
         SegmentType.SYN: _handle_unexpected,
         SegmentType.SYN_ACK: _handle_unexpected,
-        SegmentType.DATA: _handle_data,
-        SegmentType.FIN: _handle_data,
+        SegmentType.DATA: Receiver._handle_data,
+        SegmentType.FIN: Receiver._handle_data,
         SegmentType.ACK: _handle_ack,
         SegmentType.RST: _handle_rst,
     }

@@ -119,7 +119,7 @@ class ConnectionSetup(abc.ABC):
         """Build the windows and policy for the options in force."""
         self._protocol = options.protocol
         self._space = SeqSpace(options.seq_bits)
-        self._policy: RetransmitPolicy = create_policy(options.protocol)
+        self._policy: RetransmitPolicy = create_policy(options.protocol, self._rto)
         self._snd: SendWindow[bytes] = SendWindow(
             self._space, options.window, self._policy.rule, base=snd_base
         )
