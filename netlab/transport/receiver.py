@@ -82,7 +82,12 @@ class Receiver(ConnectionSetup):
             self._apply_ack(Ack(cumulative, None, segment.window), now)
             if self._state in TERMINAL:
                 return  # that ACK ended the connection: nothing may follow Closed
-        if segment.payload and not self._within_offered_window(segment.seq):
+        if (
+            segment.payload
+            # Only a buffer short of a whole window can refuse anything: skip the arithmetic.
+            and self._params.receive_buffer - self._rx_pending < self._rcv.size * self._mss
+            and not self._within_offered_window(segment.seq)
+        ):
             self.stats.unexpected_dropped += 1
             log.debug("dropped data beyond the window we offered (%d segments)", self._advertised)
             self._send_ack(None)
