@@ -23,10 +23,13 @@ Strategy (Kurose & Ross section 3.4.4; RFC 8985 for when to presume a loss):
   acknowledgement came back sooner than any round trip could, so the original had arrived
   (section 6.2 steps 2 and 4, with that test standing in for DSACK).  Segments wait in a deque in
   transmission order, so each acknowledgement examines only the oldest few: amortised O(1);
-* when data is in flight and no acknowledgement has come for two SRTTs, the newest outstanding
-  segment is sent again as a probe (TLP, RFC 8985 section 7), so that a loss at the tail, or a
-  lost retransmission with nothing sent after it, draws an acknowledgement and RACK repairs it
-  within a few round trips instead of an RTO.  One probe at a time; then the timers take over.
+* when data is in flight and no acknowledgement has come for two SRTTs (or an RTO, if that is
+  sooner), the newest outstanding segment is sent again as a probe (TLP, RFC 8985 section 7), so
+  that a loss at the tail, or a lost retransmission with nothing sent after it, draws an
+  acknowledgement and RACK repairs it without an RTO.  A probe takes the place of the timeouts
+  due at the same moment, which wait one more RTO (section 7.3 re-arms the RTO after a probe);
+  it neither backs the RTO off nor counts as a retry.  One probe at a time, until an
+  acknowledgement of new data; then the timers take over.
 """
 
 from __future__ import annotations
@@ -99,14 +102,11 @@ class SelectiveRepeat(RetransmitPolicy):
             self._arm_probe(now)
 
     def _arm_probe(self, now: float) -> None:
-        rtt = self._rtt
-        if rtt.srtt is None:
-            self._probe_deadline = None
-            return
         # PTO = 2 SRTT (section 7.2; our receivers never delay ACKs), at least the clock
-        # granularity, and only if it comes before the retransmission timeout would.
-        pto = max(2 * rtt.srtt, rtt.granularity)
-        self._probe_deadline = now + pto if pto < rtt.rto else None
+        # granularity, and never later than the retransmission timeout would come.
+        rtt = self._rtt
+        pto = rtt.rto if rtt.srtt is None else min(max(2 * rtt.srtt, rtt.granularity), rtt.rto)
+        self._probe_deadline = now + pto
 
     # -- acknowledgements ------------------------------------------------------------------------
 
@@ -219,7 +219,8 @@ class SelectiveRepeat(RetransmitPolicy):
 
     def expired(self, window: SendWindow[T], *, now: float) -> Expiry:
         expiry = Expiry()
-        restart = self._progress_at + self._rtt.rto
+        rto = self._rtt.rto
+        restart = self._progress_at + rto
         for seq in self._timers.pop_expired(now):
             entry = window.get(seq)
             if entry is None or entry.acked:
@@ -233,9 +234,14 @@ class SelectiveRepeat(RetransmitPolicy):
             expiry.lost = [seq for seq in self._detect_loss(window, now) if seq not in timed_out]
         if self._probe_deadline is not None and now >= self._probe_deadline:
             self._probe_deadline = None
-            if not expiry:
-                expiry.probe = window.newest_pending()
-                self._probe_out = expiry.probe is not None
+            probe = None if expiry.lost else window.newest_pending()
+            if expiry.lost:
+                self._arm_probe(now)  # still wanted, should those retransmissions be lost too
+            elif probe is not None:
+                for seq in expiry.timed_out:  # the probe goes first; they wait another RTO
+                    self._timers.schedule(seq, now + rto)
+                expiry.timed_out = []
+                expiry.probe, self._probe_out = probe, True
         return expiry
 
     def clear_timers(self) -> None:

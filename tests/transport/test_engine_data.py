@@ -45,13 +45,17 @@ def test_sr_timeout_resends_only_the_segment_whose_timer_expired() -> None:
     assert resent_at < 1.01
     assert pair.data_seqs(pair.client, pair.flush(pair.client, drop=first)) == [0]  # lost again
     assert pair.client.stats.fast_retransmits == 1
-    # Nothing sent after that retransmission was delivered, so only its own timer is left.
+    # Nothing sent after that retransmission can reveal its loss: a tail-loss probe, lost too.
+    probed_at = pair.fire(pair.client)
+    assert pair.data_seqs(pair.client, pair.flush(pair.client, drop=first)) == [0]
+    assert pair.client.stats.loss_probes == 1
+    # Then only its own retransmission timer is left.
     deadline = pair.fire(pair.client)
-    assert deadline == pytest.approx(resent_at + pair.client.stats.rto / 2)  # armed before the backoff
+    assert deadline == pytest.approx(probed_at + pair.client.stats.rto / 2)  # armed before the backoff
     assert pair.data_seqs(pair.client, pair.flush(pair.client)) == [0]
     pair.exchange()
     assert _payload(pair) == bytes(3 * MSS)
-    assert (pair.client.stats.timeouts, pair.client.stats.retransmissions) == (1, 2)
+    assert (pair.client.stats.timeouts, pair.client.stats.retransmissions) == (1, 3)
 
 
 @pytest.mark.parametrize(("protocol", "resent"), [("gbn", [0, 1, 2, 3, 4]), ("sr", [0])])
