@@ -141,9 +141,11 @@ class SelectiveRepeat(RetransmitPolicy):
         self._timers.cancel(seq)
         order = self._latest.pop(seq, -1)
         rtt = now - entry.sent_at
-        if entry.retransmitted and rtt < self._known_min_rtt():
-            # Too soon to answer the retransmission: the original arrived after all, so the
-            # retransmission was spurious and the reordering window too tight (step 4).
+        if entry.retransmitted and rtt + self._rtt.granularity < self._known_min_rtt():
+            # Measurably sooner than any round trip, so not the answer to the retransmission: the
+            # original arrived after all, the retransmission was spurious and the reordering
+            # window too tight (step 4).  (A repair sent into an empty queue comes back in just
+            # the minimum RTT; the margin keeps rounding from calling that spurious.)
             if now >= self._spurious_until:
                 self._reo_mult += 1
                 self._reo_persist = REO_WND_PERSIST
