@@ -140,6 +140,11 @@ class SelectiveRepeat(RetransmitPolicy):
         """RFC 8985 section 6.2 steps 1-3 for one newly acknowledged segment."""
         self._timers.cancel(seq)
         order = self._latest.pop(seq, -1)
+        if not selective:
+            # Its own ACK was lost and a later cumulative one reports it: when it arrived is
+            # unknown, and taking now as the time would stretch RACK's RTT and delay every
+            # detection after it.  (TCP's SACK repeats blocks across ACKs; ours does not.)
+            return
         rtt = now - entry.sent_at
         if entry.retransmitted and rtt + self._rtt.granularity < self._known_min_rtt():
             # Measurably sooner than any round trip, so not the answer to the retransmission: the
@@ -154,10 +159,9 @@ class SelectiveRepeat(RetransmitPolicy):
             return
         if not entry.retransmitted:
             self._min_rtt = min(self._min_rtt, rtt)
-            if selective and seq < self._highest_delivered:
+            if seq < self._highest_delivered:
                 self._reordering_seen = True  # sent once, and overtaken by a later number (step 3)
-        if selective:
-            self._highest_delivered = max(self._highest_delivered, seq)
+        self._highest_delivered = max(self._highest_delivered, seq)
         if order > self._rack_order:
             self._rack_order, self._rack_rtt = order, rtt
 
