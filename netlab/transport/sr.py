@@ -19,10 +19,12 @@ Strategy (Kurose & Ross section 3.4.4; RFC 8985 for when to presume a loss):
   same way, a round trip later, instead of by the timer.  The reordering window is a quarter of
   the minimum RTT (section 6.2 step 4), zero once three later segments are acknowledged while no
   reordering has been seen (the classic three-duplicates rule as a special case), and it widens
-  by a quarter RTT, up to SRTT, each round trip in which a retransmission proves spurious: its
-  acknowledgement came back sooner than any round trip could, so the original had arrived
-  (section 6.2 steps 2 and 4, with that test standing in for DSACK).  Segments wait in a deque in
-  transmission order, so each acknowledgement examines only the oldest few: amortised O(1);
+  by a quarter of the minimum RTT, up to SRTT, each round trip in which a retransmission proves
+  spurious: its acknowledgement came back sooner than any round trip could, so the original had
+  arrived (section 6.2 steps 2 and 4, with that test standing in for DSACK).  Only a segment's
+  own ACK times it; one reported late by a cumulative ACK (its own was lost) says nothing about
+  when it arrived.  Segments wait in a deque in transmission order, so each acknowledgement
+  examines only the oldest few: amortised O(1);
 * when data is in flight and no acknowledgement has come for two SRTTs (or an RTO, if that is
   sooner), the newest outstanding segment is sent again as a probe (TLP, RFC 8985 section 7), so
   that a loss at the tail, or a lost retransmission with nothing sent after it, draws an
@@ -240,10 +242,9 @@ class SelectiveRepeat(RetransmitPolicy):
             expiry.lost = [seq for seq in self._detect_loss(window, now) if seq not in timed_out]
         if self._probe_deadline is not None and now >= self._probe_deadline:
             self._probe_deadline = None
-            probe = None if expiry.lost else window.newest_pending()
             if expiry.lost:
                 self._arm_probe(now)  # still wanted, should those retransmissions be lost too
-            elif probe is not None:
+            elif (probe := window.newest_pending()) is not None:
                 for seq in expiry.timed_out:  # the probe goes first; they wait another RTO
                     self._timers.schedule(seq, now + rto)
                 expiry.timed_out = []
