@@ -26,7 +26,7 @@ from typing import Protocol
 
 from netlab.link.model import LinkModel
 from netlab.transport.engine import Connection, Role, TransportParams, TransportStats
-from netlab.transport.events import Closed, ConnectionFailed, DataReceived, EndOfData
+from netlab.transport.events import Closed, Connected, ConnectionFailed, DataReceived, EndOfData
 
 __all__ = ["DatagramMachine", "SimOutcome", "Simulator", "TransferResult", "transfer"]
 
@@ -136,6 +136,7 @@ class TransferResult:
 
     delivered: bytes  # what the server's application received, in order
     duration: float  # virtual seconds from the start until the server saw the end of data
+    connected_at: float | None  # virtual seconds from the start until the client was connected
     finished_at: float  # virtual seconds from the start until the run stopped
     client: TransportStats
     server: TransportStats
@@ -171,6 +172,7 @@ def transfer(
     state = {"fed": 0, "eof": 0, "closed": 0}
     failures: list[str] = []
     end_of_data: list[float] = []
+    connected: list[float] = []
 
     def client_app(now: float) -> None:
         fed = state["fed"]
@@ -182,6 +184,8 @@ def transfer(
             state["eof"] = 1
             client.send_eof()
         while (event := client.next_event()) is not None:
+            if type(event) is Connected:
+                connected.append(now)
             _common(event)
 
     def server_app(now: float) -> None:
@@ -210,6 +214,7 @@ def transfer(
     return TransferResult(
         delivered=b"".join(received),
         duration=(end_of_data[0] if end_of_data else outcome.now) - start,
+        connected_at=connected[0] - start if connected else None,
         finished_at=outcome.now - start,
         client=client.stats,
         server=server.stats,

@@ -12,7 +12,10 @@ Strategy (Kurose & Ross section 3.4.3; the cumulative acknowledgement of RFC 929
   3.2's fast retransmit, applied to a receiver that kept none of the later segments).  The copies
   sent before going back can cause at most one duplicate each, so if the duplicates run past that
   count plus three, the resent oldest segment was lost too and the sender goes back again (the
-  role of NewReno's "recover" point, RFC 6582).
+  role of NewReno's "recover" point, RFC 6582).  That count must not be guessed lower: an ACK does
+  not say which copy caused it, and crediting old copies' duplicates to the new ones makes every
+  go-back trigger the next.  After a timeout the old copies are long gone (the RTO is longer than
+  a round trip), so three duplicates suffice at once.
 
 Stop-and-wait is Go-Back-N with a window of one; it never sees duplicate ACKs while data is in
 flight, so it recovers by the timer alone.
@@ -26,10 +29,12 @@ from netlab.transport.policy import (
     DUP_ACK_THRESHOLD,
     Ack,
     AckOutcome,
+    Expiry,
     Receipt,
     RetransmitPolicy,
     register_policy,
 )
+from netlab.transport.rto import RtoEstimator
 from netlab.transport.window import ReceiveWindow, SendWindow, WindowRule
 
 __all__ = ["GoBackN", "StopAndWait"]
@@ -41,17 +46,17 @@ class GoBackN(RetransmitPolicy):
     name: ClassVar[str] = "gbn"
     rule: ClassVar[WindowRule] = WindowRule.CUMULATIVE
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, rtt: RtoEstimator | None = None) -> None:
+        super().__init__(rtt)
         self._deadline: float | None = None  # the one timer, on the oldest unacked segment
         self._trigger_at = DUP_ACK_THRESHOLD  # the duplicate count that calls for going back
 
-    def on_sent(self, window: SendWindow[T], seq: int, *, now: float, rto: float) -> None:
+    def on_sent(self, window: SendWindow[T], seq: int, *, now: float) -> None:
         # The timer covers the oldest segment: start it only if nothing else was in flight.
         if self._deadline is None:
-            self._deadline = now + rto
+            self._deadline = now + self._rtt.rto
 
-    def on_ack(self, window: SendWindow[T], ack: Ack, *, now: float, rto: float) -> AckOutcome[T]:
+    def on_ack(self, window: SendWindow[T], ack: Ack, *, now: float) -> AckOutcome[T]:
         outcome: AckOutcome[T] = AckOutcome()
         base_before = window.base
         if ack.cumulative > base_before:
@@ -59,30 +64,31 @@ class GoBackN(RetransmitPolicy):
             # A new cumulative value is sent exactly when segment cumulative-1 arrives in order.
             outcome.sample = outcome.acked[-1] if outcome.acked else None
             # Restart the timer for the new oldest segment (RFC 6298 section 5.3), or stop it.
-            self._deadline = now + rto if window.in_flight else None
+            self._deadline = now + self._rtt.rto if window.in_flight else None
         outcome.duplicate = self._is_duplicate(window, ack, base_before)
         if window.base != base_before:
             self._trigger_at = DUP_ACK_THRESHOLD
         elif outcome.duplicate and self._dup_acks == self._trigger_at:
             outcome.retransmit = list(window.pending())
-            self._went_back(window)
-            self._deadline = now + rto
+            self._went_back(window, timeout=False)
+            self._deadline = now + self._rtt.rto
         return outcome
 
-    def _went_back(self, window: SendWindow[T]) -> None:
-        # Each copy in flight before going back may still cause one duplicate.
-        self._trigger_at = self._dup_acks + window.in_flight + DUP_ACK_THRESHOLD
+    def _went_back(self, window: SendWindow[T], *, timeout: bool) -> None:
+        # Each copy in flight before going back may still cause one duplicate (see above).
+        pending = 0 if timeout else window.in_flight
+        self._trigger_at = self._dup_acks + pending + DUP_ACK_THRESHOLD
 
     def next_deadline(self) -> float | None:
         return self._deadline
 
-    def expired(self, window: SendWindow[T], *, now: float, rto: float) -> list[int]:
+    def expired(self, window: SendWindow[T], *, now: float) -> Expiry:
         if self._deadline is None or now < self._deadline:
-            return []
+            return Expiry()
         # The engine re-arms the timer through on_sent, with the backed-off RTO.
         self._deadline = None
-        self._went_back(window)
-        return list(window.pending())
+        self._went_back(window, timeout=True)
+        return Expiry(timed_out=list(window.pending()))
 
     def clear_timers(self) -> None:
         self._deadline = None

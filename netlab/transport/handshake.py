@@ -19,8 +19,9 @@ duplicate SYN-ACK after the client is established means its ACK was lost: it is 
 Random ISNs make it unlikely that a segment of an earlier connection between the same addresses
 falls into the new connection's windows; those that do not are dropped and counted.
 
-``ConnectionSetup`` is the base of ``engine.Connection``: it owns the state that set-up creates
-(windows, policy, sequence space, RTO estimator) so the engine module can keep to the data path.
+``ConnectionSetup`` is the first of the classes that make up ``engine.Connection`` (then
+``receiver.Receiver``, ``sender.Sender``): it owns the state that set-up creates (windows, policy,
+sequence space, RTO estimator), so the other modules can keep to the data path.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class ConnectionSetup(abc.ABC):
         """Build the windows and policy for the options in force."""
         self._protocol = options.protocol
         self._space = SeqSpace(options.seq_bits)
-        self._policy: RetransmitPolicy = create_policy(options.protocol)
+        self._policy: RetransmitPolicy = create_policy(options.protocol, self._rto)
         self._snd: SendWindow[bytes] = SendWindow(
             self._space, options.window, self._policy.rule, base=snd_base
         )

@@ -105,6 +105,7 @@ class TransportStats:
     corrupt_dropped: int = 0  # corrupt, truncated or unknown datagrams
     unexpected_dropped: int = 0  # valid segments that do not fit the connection's state or window
     dup_acks: int = 0
-    fast_retransmits: int = 0
+    fast_retransmits: int = 0  # losses inferred from acknowledgements (dup ACKs, RACK)
+    loss_probes: int = 0  # tail-loss probes (RFC 8985 section 7), also in retransmissions
     srtt: float | None = None  # seconds, once measured
     rto: float = 1.0  # seconds, the current retransmission timeout

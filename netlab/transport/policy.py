@@ -8,11 +8,15 @@ and a ``RetransmitPolicy`` owns exactly those:
 * the retransmission timers (one for the oldest segment, or one per segment);
 * what the receiver does with a segment that is not the next one (discard, or buffer).
 
-The engine owns the rest: the handshake, the close, the RTO estimator (it backs off and passes the
-current RTO in), flow control and the retry limit.  Policies see windows of opaque items and
-absolute sequence numbers only, never the segment format, in the way aioquic's congestion control
-plugs into its connection through an ABC with keyword-only ``now``.  A policy registers itself
-under a protocol name with ``register_policy``; ``create_policy`` builds one by name.
+The engine owns the rest: the handshake, the close, the RTO estimator (policies read SRTT and the
+current RTO from it, the engine alone samples it and backs it off), flow control and the retry
+limit.  Policies see windows of opaque items and absolute sequence numbers only, never the segment
+format, in the way aioquic's congestion control plugs into its connection through an ABC with
+keyword-only ``now``.  A timer expiry comes back as an ``Expiry`` that says why each number is to
+be sent again, because only a retransmission timeout backs the RTO off and counts towards the
+retry limit; a loss inferred from acknowledgements or a tail-loss probe does neither.  A policy
+registers itself under a protocol name with ``register_policy``; ``create_policy`` builds one by
+name.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
+from netlab.transport.rto import RtoEstimator
 from netlab.transport.window import InFlight, ReceiveWindow, SendWindow, WindowRule
 
 __all__ = [
     "DUP_ACK_THRESHOLD",
     "Ack",
     "AckOutcome",
+    "Expiry",
     "Receipt",
     "RetransmitPolicy",
     "create_policy",
@@ -58,7 +64,22 @@ class AckOutcome(Generic[T]):
     #: The entry whose arrival caused this ACK: an RTT sample, if it was sent only once (Karn).
     sample: InFlight[T] | None = None
     duplicate: bool = False
-    retransmit: list[int] = field(default_factory=list)  # fast retransmission, absolute numbers
+    retransmit: list[int] = field(default_factory=list)  # presumed lost now: send again at once
+
+
+@dataclass(slots=True)
+class Expiry:
+    """What a policy's timer asks for, by cause (absolute numbers, each at most once)."""
+
+    #: Retransmission timeout (RFC 6298 section 5.4): send again; back off once per round.
+    timed_out: list[int] = field(default_factory=list)
+    #: Presumed lost once a reordering window passed (RFC 8985 section 6.3): send again.
+    lost: list[int] = field(default_factory=list)
+    #: A tail-loss probe (RFC 8985 section 7.3): send this one again to draw an acknowledgement.
+    probe: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.timed_out or self.lost) or self.probe is not None
 
 
 @dataclass(slots=True)
@@ -76,6 +97,10 @@ class RetransmitPolicy(abc.ABC):
 
     The methods are generic in the window's item type, so one policy serves a send window of
     encoded segments and a receive window of payloads alike.
+
+    Args:
+        rtt: the connection's RTT estimator, read for SRTT and the current RTO (a fresh one when
+            the policy is only built to look at its ``rule``).
     """
 
     #: The protocol name on the command line and in the SYN.
@@ -83,18 +108,19 @@ class RetransmitPolicy(abc.ABC):
     #: How the receiver acknowledges, which fixes the largest legal window.
     rule: ClassVar[WindowRule]
 
-    def __init__(self) -> None:
+    def __init__(self, rtt: RtoEstimator | None = None) -> None:
+        self._rtt = rtt if rtt is not None else RtoEstimator()
         self._dup_acks = 0
         self._last_window: int | None = None
 
     # -- sender --------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def on_sent(self, window: SendWindow[T], seq: int, *, now: float, rto: float) -> None:
+    def on_sent(self, window: SendWindow[T], seq: int, *, now: float) -> None:
         """``seq`` was just (re)transmitted: arm whatever timer covers it."""
 
     @abc.abstractmethod
-    def on_ack(self, window: SendWindow[T], ack: Ack, *, now: float, rto: float) -> AckOutcome[T]:
+    def on_ack(self, window: SendWindow[T], ack: Ack, *, now: float) -> AckOutcome[T]:
         """Apply an acknowledgement whose numbers the engine has checked against ``window``."""
 
     @abc.abstractmethod
@@ -102,11 +128,11 @@ class RetransmitPolicy(abc.ABC):
         """The earliest retransmission deadline (absolute seconds), or ``None``."""
 
     @abc.abstractmethod
-    def expired(self, window: SendWindow[T], *, now: float, rto: float) -> list[int]:
-        """The timer fired at ``now``: disarm what is due and return the numbers to retransmit.
+    def expired(self, window: SendWindow[T], *, now: float) -> Expiry:
+        """A timer fired at ``now``: disarm what is due and say what to retransmit, and why.
 
-        The engine then backs the RTO off (once per round), retransmits each number and calls
-        ``on_sent`` for it, which arms the timer again.
+        The engine backs the RTO off (once per round of ``timed_out`` that includes the oldest
+        number), retransmits each number and calls ``on_sent`` for it, which arms timers again.
         """
 
     @abc.abstractmethod
@@ -127,6 +153,7 @@ class RetransmitPolicy(abc.ABC):
         duplicate = (
             ack.cumulative == base_before == window.base
             and window.in_flight > 0
+            and ack.window > 0  # a closed window answers a probe; it reports no hole
             and (self._last_window is None or ack.window == self._last_window)
         )
         self._last_window = ack.window
@@ -136,30 +163,27 @@ class RetransmitPolicy(abc.ABC):
             self._dup_acks = 0
         return duplicate
 
-    @property
-    def fast_retransmit_due(self) -> bool:
-        """True exactly once per loss: on the third duplicate (RFC 5681 section 3.2)."""
-        return self._dup_acks == DUP_ACK_THRESHOLD
+
+PolicyFactory = Callable[[RtoEstimator | None], RetransmitPolicy]
+_REGISTRY: dict[str, PolicyFactory] = {}
 
 
-_REGISTRY: dict[str, Callable[[], RetransmitPolicy]] = {}
-
-
-def register_policy(name: str, factory: Callable[[], RetransmitPolicy]) -> None:
+def register_policy(name: str, factory: PolicyFactory) -> None:
     """Make ``factory`` available as protocol ``name``."""
     _REGISTRY[name] = factory
 
 
-def create_policy(name: str) -> RetransmitPolicy:
-    """A fresh policy for protocol ``name``.
+def create_policy(name: str, rtt: RtoEstimator | None = None) -> RetransmitPolicy:
+    """A fresh policy for protocol ``name`` that reads the RTT estimator ``rtt``.
 
     Raises:
         ValueError: no policy is registered under ``name``.
     """
     try:
-        return _REGISTRY[name]()
+        factory = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(sorted(_REGISTRY))}") from None
+    return factory(rtt)
 
 
 def policy_names() -> list[str]:

@@ -50,11 +50,15 @@ class RtoEstimator:
         self.rttvar: float | None = None
         self._base_rto = self._clamp(initial_rto)
         self.backoffs = 0
+        self._rto = self._base_rto
 
     @property
     def rto(self) -> float:
         """The timeout to arm now: the computed RTO doubled once per unanswered expiry."""
-        return self._clamp(self._base_rto * (1 << min(self.backoffs, 30)))
+        return self._rto  # read per segment: kept up to date by the methods that change it
+
+    def _update(self) -> None:
+        self._rto = self._clamp(self._base_rto * (1 << min(self.backoffs, 30)))
 
     def sample(self, rtt: float) -> None:
         """Feed one round-trip measurement (seconds) from a segment sent exactly once.
@@ -74,6 +78,7 @@ class RtoEstimator:
         self._base_rto = self._clamp(self.srtt + max(self.granularity, K * self.rttvar))
         # A fresh sample ends the backoff (RFC 6298 section 5, note after 5.7).
         self.backoffs = 0
+        self._update()
 
     def progress(self) -> None:
         """New data was acknowledged, but without a usable sample: end the backoff anyway.
@@ -84,12 +89,15 @@ class RtoEstimator:
         the rest of the transfer.  An acknowledgement of new data shows the path delivers again,
         so the estimate from SRTT and RTTVAR is trusted again; samples still obey Karn's rule.
         """
-        self.backoffs = 0
+        if self.backoffs:
+            self.backoffs = 0
+            self._update()
 
     def backoff(self) -> None:
         """The retransmission timer expired: double the RTO (RFC 6298 section 5.5)."""
         if self._base_rto * (1 << min(self.backoffs, 30)) < self.max_rto:
             self.backoffs += 1
+            self._update()
 
     def _clamp(self, value: float) -> float:
         return min(self.max_rto, max(self.min_rto, value))

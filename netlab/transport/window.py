@@ -89,6 +89,7 @@ class SendWindow(Generic[T]):
         self.rule = rule
         self.base = base  # oldest unacknowledged number
         self.next = base  # next number to assign
+        self.selectively_acked = 0  # numbers above ``base`` acknowledged one by one (SR)
         self._entries: dict[int, InFlight[T]] = {}
 
     @property
@@ -122,6 +123,14 @@ class SendWindow(Generic[T]):
         entries = self._entries
         return (seq for seq in range(self.base, self.next) if not entries[seq].acked)
 
+    def newest_pending(self) -> int | None:
+        """The highest number in flight and not individually acknowledged, or ``None``."""
+        entries = self._entries
+        for seq in range(self.next - 1, self.base - 1, -1):
+            if not entries[seq].acked:
+                return seq
+        return None
+
     def mark_retransmitted(self, seq: int, now: float) -> InFlight[T]:
         """Record a retransmission of ``seq`` (Karn: its RTT can no longer be measured)."""
         entry = self._entries[seq]
@@ -140,7 +149,9 @@ class SendWindow(Generic[T]):
         entries = self._entries
         for seq in range(self.base, min(end, self.next)):
             entry = entries.pop(seq)
-            if not entry.acked:
+            if entry.acked:
+                self.selectively_acked -= 1
+            else:
                 acked.append(entry)
         self.base = max(self.base, min(end, self.next))
         return acked
@@ -154,10 +165,12 @@ class SendWindow(Generic[T]):
         if entry is None or entry.acked:
             return None
         entry.acked = True
+        self.selectively_acked += 1
         entries = self._entries
         while self.base < self.next and entries[self.base].acked:
             del entries[self.base]
             self.base += 1
+            self.selectively_acked -= 1
         return entry
 
 

@@ -93,6 +93,8 @@ def test_lossless_transfer_takes_the_time_the_link_allows(protocol: str) -> None
         floor = 0.02 + 100 * (0.02 + (1020 + 20) * 8 / 10e6)
     assert floor <= result.duration <= floor * 1.1
     assert result.finished_at >= result.duration + params.linger
+    # The handshake: a round trip plus the SYN's and SYN-ACK's 28 bytes each at 10 Mbit/s.
+    assert result.connected_at == pytest.approx(0.02 + 2 * 28 * 8 / 10e6)
 
 
 def test_transfer_reports_a_dead_link_as_not_clean_in_bounded_time() -> None:
@@ -105,6 +107,21 @@ def test_transfer_reports_a_dead_link_as_not_clean_in_bounded_time() -> None:
         "deadlock: nothing left to happen",
     )
     assert result.finished_at == pytest.approx(0.5 + 1 + 2 + 4)
+    assert result.connected_at is None
+
+
+def test_connected_at_counts_a_lost_syn() -> None:
+    # The first SYN is lost; its retransmission one initial RTO later gets through.
+    class LoseFirst(LinkModel):
+        def transmit(self, data: bytes, now: float) -> list[tuple[float, bytes]]:
+            first = self.stats.sent == 0
+            arrivals = super().transmit(data, now)
+            return [] if first else arrivals
+
+    params = TransportParams(initial_rto=0.5)
+    result = transfer(b"data", params, LoseFirst(random.Random(0), delay=0.01), _link(delay=0.01), seed=1)
+    assert result.clean
+    assert result.connected_at == pytest.approx(0.5 + 0.02)
 
 
 def test_empty_transfer() -> None:

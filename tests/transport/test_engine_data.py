@@ -13,25 +13,49 @@ def _payload(pair: Pair) -> bytes:
     return b"".join(e.data for e in pair.events[id(pair.server)] if isinstance(e, DataReceived))
 
 
-@pytest.mark.parametrize(("protocol", "resent"), [("gbn", [0, 1, 2]), ("sr", [0])])
-def test_timeout_resends_whole_window_for_gbn_and_only_the_lost_segment_for_sr(
-    protocol: str, resent: list[int]
-) -> None:
-    pair = Pair(protocol, window=3)
+def test_timeout_resends_the_whole_window_for_gbn() -> None:
+    pair = Pair("gbn", window=3)
     pair.handshake()
     pair.client.send(bytes(3 * MSS))
     pair.now = 1.0
     sent = pair.flush(pair.client, drop=lambda s: pair.rel(pair.client, s) == 0)
     assert pair.data_seqs(pair.client, sent) == [0, 1, 2]
-    pair.flush(pair.server)  # ACKs of 1 and 2: GBN discarded them, SR buffered them
+    pair.flush(pair.server)  # ACKs of 1 and 2, which GBN discarded: two duplicates
     assert pair.client.datagrams_to_send(pair.now) == []
     deadline = pair.fire(pair.client)
     assert deadline == pytest.approx(1.0 + pair.client.stats.rto / 2)  # armed before the backoff
     again = pair.flush(pair.client)
-    assert pair.data_seqs(pair.client, again) == resent
+    assert pair.data_seqs(pair.client, again) == [0, 1, 2]
     pair.exchange()
     assert _payload(pair) == bytes(3 * MSS)
     assert pair.client.stats.timeouts == 1
+
+
+def test_sr_timeout_resends_only_the_segment_whose_timer_expired() -> None:
+    pair = Pair("sr", window=3)
+    pair.handshake()
+    pair.client.send(bytes(3 * MSS))
+    pair.now = 1.0
+    first = lambda s: pair.rel(pair.client, s) == 0  # noqa: E731
+    pair.flush(pair.client, drop=first)
+    pair.flush(pair.server)  # ACKs of 1 and 2, which SR buffered
+    assert pair.client.datagrams_to_send(pair.now) == []
+    # Segments sent after 0 arrived: once the reordering window passes, 0 is presumed lost.
+    resent_at = pair.fire(pair.client)
+    assert resent_at < 1.01
+    assert pair.data_seqs(pair.client, pair.flush(pair.client, drop=first)) == [0]  # lost again
+    assert pair.client.stats.fast_retransmits == 1
+    # Nothing sent after that retransmission can reveal its loss: a tail-loss probe, lost too.
+    probed_at = pair.fire(pair.client)
+    assert pair.data_seqs(pair.client, pair.flush(pair.client, drop=first)) == [0]
+    assert pair.client.stats.loss_probes == 1
+    # Then only its own retransmission timer is left.
+    deadline = pair.fire(pair.client)
+    assert deadline == pytest.approx(probed_at + pair.client.stats.rto / 2)  # armed before the backoff
+    assert pair.data_seqs(pair.client, pair.flush(pair.client)) == [0]
+    pair.exchange()
+    assert _payload(pair) == bytes(3 * MSS)
+    assert (pair.client.stats.timeouts, pair.client.stats.retransmissions) == (1, 3)
 
 
 @pytest.mark.parametrize(("protocol", "resent"), [("gbn", [0, 1, 2, 3, 4]), ("sr", [0])])
