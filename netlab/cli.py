@@ -26,7 +26,7 @@ __all__ = ["LazyGroup", "config_option", "load_config", "main"]
 
 #: Services ``netlab up`` starts, in order: "module:factory", each ``factory(config)`` returning
 #: a :class:`Service` or None when the service is disabled in the configuration.
-SERVICES: Sequence[str] = ()
+SERVICES: Sequence[str] = ("servers.tftp:service",)
 
 
 class LazyGroup(click.Group):
@@ -78,6 +78,8 @@ def load_config(
     cls=LazyGroup,
     lazy={
         "link": "clients.link:command",
+        "tftp": "clients.tftp:command",
+        "tftpd": "servers.tftp:command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -13,12 +13,12 @@ lines with LF alone, so:
   file) shows what follows it: that pending CR is the decoder's only state.
 
 Because the translation changes lengths, a netascii file's size on the wire is not its size on
-disk; :func:`netascii_size` computes the former for tsize.
+disk, which is why netlab exchanges tsize (RFC 2349) in octet mode only, as tftpd-hpa does.
 """
 
 from __future__ import annotations
 
-__all__ = ["NetasciiDecoder", "netascii_encode", "netascii_size"]
+__all__ = ["NetasciiDecoder", "netascii_encode"]
 
 _CR, _LF, _NUL = b"\r", b"\n", b"\0"
 
@@ -26,11 +26,6 @@ _CR, _LF, _NUL = b"\r", b"\n", b"\0"
 def netascii_encode(data: bytes) -> bytes:
     """Local text to netascii (stateless: chunks may be encoded one at a time)."""
     return data.replace(_CR, _CR + _NUL).replace(_LF, _CR + _LF)
-
-
-def netascii_size(data: bytes) -> int:
-    """The length of ``netascii_encode(data)`` without building it."""
-    return len(data) + data.count(_CR) + data.count(_LF)
 
 
 class NetasciiDecoder:
