@@ -156,7 +156,7 @@ class TftpServer:
     async def _transfer(self, request: Request, peer: Addr, key: tuple[Addr, bytes]) -> None:
         started = trio.current_time()
         oack: dict[str, str] = {}
-        size, outcome = 0, "cancelled"
+        size, outcome, duration = 0, "cancelled", None
         source: FileSource | None = None
         sink: FileSink | None = None
         ep: DatagramEndpoint | None = None
@@ -178,8 +178,10 @@ class TftpServer:
                 machine = TftpReceiver.server(
                     options, oack, max_size=cfg.max_upload_size, timeout=cfg.timeout, retries=cfg.retries
                 )
+            run_started = trio.current_time()
             result = await run_transfer(ep, peer, machine, source=source, sink=sink)
             size, outcome = result.size, result.describe()
+            duration = run_started - started + result.duration  # without an upload's dally
             self.stats["completed" if result.ok else "failed"] += 1
             self.stats["wrong_tid"] += result.strangers
         finally:
@@ -191,7 +193,9 @@ class TftpServer:
             if ep is not None:
                 with trio.CancelScope(shield=True):
                     await ep.aclose()
-            self._log(peer, request, oack, size, trio.current_time() - started, outcome)
+            if duration is None:
+                duration = trio.current_time() - started
+            self._log(peer, request, oack, size, duration, outcome)
 
     async def _prepare(
         self, request: Request

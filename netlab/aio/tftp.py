@@ -5,31 +5,31 @@ Strategy: every transfer, on the server and on the client alike, owns one datagr
 task running :func:`run_transfer`.  Since the endpoint carries this transfer only, the task
 reads it directly; there is nothing to demultiplex.  The loop is the usual one for a datagram
 machine: react to events, keep the machine fed, send what it wants sent, then wait for a
-datagram or the machine's deadline with ``trio.move_on_at``.
+datagram or the machine's deadline.  The socket calls go through :mod:`netlab.aio.tftp_io`,
+which skips trio's scheduler whenever the kernel can answer at once.
 
 The transfer ID is checked here, at the socket: a datagram from any other address is answered
 with ERROR 5 and otherwise ignored, so a stray or hostile packet cannot disturb the transfer
 (RFC 1350 section 4).  A client does not know the server's transfer ID until the first reply,
 which comes from a new port of the server's host; ``lock_peer=True`` adopts it.
 
-File I/O runs in worker threads, in large pieces: :class:`FileSource` reads what the sender asks
-for (at least 256 KiB at a time), :class:`FileSink` writes the receiver's data once a piece has
-collected and stores the file atomically (:class:`netlab.store.atomic.AtomicFile`) before the
-final ACK goes out.
+File I/O runs in worker threads, a mebibyte at a time (:mod:`netlab.aio.tftp_files`); the file
+being sent is read ahead by a task of its own.  A received file is stored durably before the
+final ACK goes out: that ACK is the sender's proof of delivery.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import trio
 
 from netlab.aio.endpoint import Addr, DatagramEndpoint
-from netlab.proto.tftp_netascii import NetasciiDecoder, netascii_encode
+from netlab.aio.tftp_files import CHUNK, FileSink, FileSource
+from netlab.aio.tftp_io import transfer_io
 from netlab.proto.tftp_packet import Error, ErrorCode, encode
 from netlab.proto.tftp_receiver import TftpReceiver
 from netlab.proto.tftp_sender import TftpSender
@@ -39,7 +39,6 @@ from netlab.proto.tftp_transfer import (
     TransferComplete,
     TransferFailed,
 )
-from netlab.store.atomic import AtomicFile
 
 __all__ = [
     "EndpointFactory",
@@ -52,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WRITE_CHUNK = 256 * 1024  # bytes collected before a write to the file
 SHUTDOWN_NOTICE_TIMEOUT = 0.5  # seconds spent telling the peer a cancelled transfer is over
 _UNKNOWN_TID = encode(Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID"))
 
@@ -73,41 +71,6 @@ def buffer_size(blksize: int, windowsize: int) -> int:
     dropped by our own host.  Twice the payload plus a generous per-packet overhead covers it.
     """
     return min(8 << 20, max(256 << 10, 2 * windowsize * (blksize + 4 + 1024)))
-
-
-class FileSource:
-    """The sender's file, read in worker threads; netascii translated on the way."""
-
-    def __init__(self, file: BinaryIO, *, netascii: bool = False) -> None:
-        self._file = file
-        self._netascii = netascii
-
-    async def read(self, size: int) -> bytes:
-        data = await trio.to_thread.run_sync(self._file.read, size)
-        return netascii_encode(data) if self._netascii and data else data
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class FileSink:
-    """The receiver's file: written in worker threads, stored atomically on commit."""
-
-    def __init__(self, file: AtomicFile, *, netascii: bool = False) -> None:
-        self.file = file
-        self._decoder = NetasciiDecoder() if netascii else None
-
-    async def write(self, data: bytes, *, final: bool = False) -> None:
-        if self._decoder is not None:
-            data = self._decoder.decode(data, final=final)
-        if data:
-            await trio.to_thread.run_sync(self.file.write, data)
-
-    async def commit(self) -> None:
-        await trio.to_thread.run_sync(self.file.commit)
-
-    def discard(self) -> None:
-        self.file.discard()
 
 
 @dataclass(frozen=True)
@@ -149,95 +112,154 @@ async def run_transfer(
             reply from that host, whatever its port, fixes the server's transfer ID.
         on_event: sees every event of the machine (the client uses it for the negotiated size).
     """
-    clock = trio.current_time
-    sender = machine if isinstance(machine, TftpSender) else None
-    receiver = machine if isinstance(machine, TftpReceiver) else None
-    final: TransferComplete | TransferFailed | None = None
-    strangers = 0
-    started = ended = clock()
-    try:
+    return await _Driver(ep, peer, machine, source, sink, lock_peer, on_event).run()
+
+
+class _Driver:
+    def __init__(
+        self,
+        ep: DatagramEndpoint,
+        peer: Addr,
+        machine: TftpSender | TftpReceiver,
+        source: FileSource | None,
+        sink: FileSink | None,
+        lock_peer: bool,
+        on_event: Callable[[Event], None] | None,
+    ) -> None:
+        self.io = transfer_io(ep)
+        self.peer = peer
+        self.machine = machine
+        self.sender = machine if isinstance(machine, TftpSender) and source is not None else None
+        self.receiver = machine if isinstance(machine, TftpReceiver) and sink is not None else None
+        self.source = source
+        self.sink = sink
+        self.lock_peer = lock_peer
+        self.on_event = on_event
+        self.final: TransferComplete | TransferFailed | None = None
+        self.strangers = 0
+        self.started = self.ended = trio.current_time()
+
+    async def run(self) -> TransferOutcome:
+        machine = self.machine
+        async with trio.open_nursery() as nursery:
+            if self.source is not None:
+                nursery.start_soon(self.source.run)
+            try:
+                while not machine.closed:
+                    # The timer scope lives across many datagrams: a cancel scope per datagram
+                    # would cost more than the rest of the loop.  Its deadline only ever moves
+                    # earlier; if it fires early, handle_timer() finds nothing due and the next
+                    # scope starts from the machine's current deadline.
+                    with trio.CancelScope() as timer:
+                        await self._pump(timer)
+                    if timer.cancelled_caught:
+                        machine.handle_timer(trio.current_time())
+            except BaseException:
+                await self._abandon()
+                raise
+            finally:
+                self.io.close()
+            nursery.cancel_scope.cancel()  # the read-ahead, if the transfer ended early
+        return self._outcome()
+
+    async def _pump(self, timer: trio.CancelScope) -> None:
+        """Events, file, datagrams, until the machine closes or the timer scope fires."""
+        machine, sender, receiver, io, clock = (
+            self.machine,
+            self.sender,
+            self.receiver,
+            self.io,
+            trio.current_time,
+        )
         while True:
             while (event := machine.next_event()) is not None:
-                if on_event is not None:
-                    on_event(event)
-                if type(event) is FinalBlockReceived and receiver is not None and sink is not None:
-                    await _store(receiver, sink)
-                elif type(event) is TransferComplete or type(event) is TransferFailed:
-                    final, ended = event, clock()
-            while sender is not None and source is not None and (wanted := sender.data_wanted):
-                await _feed(sender, source, wanted)
-            for datagram in machine.datagrams_to_send(clock()):
-                await ep.sendto(datagram, peer)
+                await self._on_event(event)
+            while sender is not None and sender.wants_data:
+                await self._feed(sender)
+            await io.send(machine.datagrams_to_send(clock()), self.peer)
             if machine.closed:
-                break
+                return
             deadline = machine.get_timer()
-            with trio.move_on_at(math.inf if deadline is None else deadline) as scope:
-                data, addr = await ep.recvfrom()
-            if scope.cancelled_caught:
-                machine.handle_timer(clock())
+            if deadline is not None and deadline < timer.deadline:
+                timer.deadline = deadline
+            data, addr = await io.receive()
+            if addr != self.peer and not await self._adopt_or_refuse(addr):
                 continue
-            if addr != peer:
-                if lock_peer and addr[0] == peer[0]:
-                    peer, lock_peer = addr, False
-                else:
-                    strangers += 1
-                    await ep.sendto(_UNKNOWN_TID, addr)
-                    continue
             machine.receive_datagram(data, clock())
-            if receiver is not None and sink is not None and receiver.pending >= WRITE_CHUNK:
-                await _write(receiver, sink)
-    except BaseException:
-        # Cancelled (shutdown) or a bug: tell the peer, briefly, and keep nothing half-written.
-        machine.abort(ErrorCode.NOT_DEFINED, "transfer cancelled")
+            if receiver is not None and receiver.pending >= CHUNK:
+                await self._write(receiver)
+
+    async def _on_event(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+        if type(event) is FinalBlockReceived and self.receiver is not None:
+            await self._store(self.receiver)
+        elif type(event) is TransferComplete or type(event) is TransferFailed:
+            self.final, self.ended = event, trio.current_time()
+
+    async def _adopt_or_refuse(self, addr: Addr) -> bool:
+        """A datagram from another address: the server's new transfer ID, or a stranger."""
+        if self.lock_peer and addr[0] == self.peer[0]:
+            self.peer, self.lock_peer = addr, False
+            return True
+        self.strangers += 1
+        await self.io.send([_UNKNOWN_TID], addr)
+        return False
+
+    async def _feed(self, sender: TftpSender) -> None:
+        assert self.source is not None
+        with trio.CancelScope(shield=True):  # file work is not interrupted by the timer
+            try:
+                data = await self.source.read()
+            except OSError as exc:
+                log.warning("reading the file failed: %s", exc)
+                sender.abort(ErrorCode.NOT_DEFINED, "read error")
+                return
+        if data:
+            sender.feed(data)
+        else:
+            sender.end_of_data()
+
+    async def _write(self, receiver: TftpReceiver, *, final: bool = False) -> None:
+        assert self.sink is not None
+        with trio.CancelScope(shield=True):
+            try:
+                await self.sink.write(receiver.take_data(), final=final)
+            except OSError as exc:
+                log.warning("writing the file failed: %s", exc)
+                receiver.abort(ErrorCode.DISK_FULL, "write error")
+
+    async def _store(self, receiver: TftpReceiver) -> None:
+        """The final block is in: write the rest, store the file durably, then let the ACK go."""
+        assert self.sink is not None
+        await self._write(receiver, final=True)
+        if receiver.closed:
+            return
+        with trio.CancelScope(shield=True):
+            try:
+                await self.sink.commit()
+            except FileExistsError:
+                receiver.abort(ErrorCode.FILE_EXISTS, "file already exists")
+                return
+            except OSError as exc:
+                log.warning("storing the file failed: %s", exc)
+                receiver.abort(ErrorCode.DISK_FULL, "could not store the file")
+                return
+        receiver.commit(trio.current_time())
+
+    async def _abandon(self) -> None:
+        """Cancelled (shutdown) or a bug: tell the peer, briefly, and keep nothing half-written."""
+        self.machine.abort(ErrorCode.NOT_DEFINED, "transfer cancelled")
         with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_NOTICE_TIMEOUT):
-            for datagram in machine.datagrams_to_send(clock()):
-                await ep.sendto(datagram, peer)
-        if sink is not None:
-            sink.discard()
-        raise
-    size = machine.bytes_transferred
-    if type(final) is TransferComplete:
-        return TransferOutcome(True, size, strangers=strangers, duration=ended - started)
-    if sink is not None:
-        sink.discard()
-    if type(final) is TransferFailed:
-        return TransferOutcome(False, size, final.error, final.by_peer, strangers, ended - started)
-    raise AssertionError("a transfer closed without a final event")  # pragma: no cover
+            await self.io.send(self.machine.datagrams_to_send(trio.current_time()), self.peer)
+        if self.sink is not None:
+            self.sink.discard()
 
-
-async def _feed(machine: TftpSender, source: FileSource, wanted: int) -> None:
-    try:
-        data = await source.read(wanted)
-    except OSError as exc:
-        log.warning("reading the file failed: %s", exc)
-        machine.abort(ErrorCode.NOT_DEFINED, "read error")
-        return
-    if data:
-        machine.feed(data)
-    else:
-        machine.end_of_data()
-
-
-async def _write(machine: TftpReceiver, sink: FileSink, *, final: bool = False) -> None:
-    try:
-        await sink.write(machine.take_data(), final=final)
-    except OSError as exc:
-        log.warning("writing the file failed: %s", exc)
-        machine.abort(ErrorCode.DISK_FULL, "write error")
-
-
-async def _store(machine: TftpReceiver, sink: FileSink) -> None:
-    """The final block is in: write the rest, store the file durably, then let the ACK go."""
-    await _write(machine, sink, final=True)
-    if machine.closed:
-        return
-    try:
-        await sink.commit()
-    except FileExistsError:
-        machine.abort(ErrorCode.FILE_EXISTS, "file already exists")
-        return
-    except OSError as exc:
-        log.warning("storing the file failed: %s", exc)
-        machine.abort(ErrorCode.DISK_FULL, "could not store the file")
-        return
-    machine.commit(trio.current_time())
+    def _outcome(self) -> TransferOutcome:
+        size, final, duration = self.machine.bytes_transferred, self.final, self.ended - self.started
+        if type(final) is TransferComplete:
+            return TransferOutcome(True, size, strangers=self.strangers, duration=duration)
+        if self.sink is not None:
+            self.sink.discard()
+        assert type(final) is TransferFailed, "a transfer closed without a final event"
+        return TransferOutcome(False, size, final.error, final.by_peer, self.strangers, duration)

@@ -49,9 +49,12 @@ from netlab.proto.tftp_transfer import (
     TransferComplete,
 )
 
-__all__ = ["READ_AHEAD", "TftpSender"]
+__all__ = ["TftpSender"]
 
-READ_AHEAD = 256 * 1024  # bytes; the smallest read the sender asks its driver for
+#: Blocks between two RTT samples.  One timed block per round trip is what TCP does without
+#: timestamps; in lockstep that would be every block, and the estimator needs far fewer.
+SAMPLE_SPACING = 16
+_WIRE = BLOCKS.size - 1  # the mask that turns a block count into a wire block number
 
 
 class TftpSender(TftpTransfer):
@@ -77,6 +80,7 @@ class TftpSender(TftpTransfer):
         self._highest_sent = 0
         self._final: int | None = None  # the final block's number, once known
         self._timed: tuple[int, float] | None = None  # (block, first sent at) for an RTT sample
+        self._sample_from = 1  # the first block that may be timed next
         self._dup_answered = False  # early retransmission already done for this window position
         self._acked_bytes = 0
         if opening is not None:
@@ -122,14 +126,9 @@ class TftpSender(TftpTransfer):
     # -- the data source -----------------------------------------------------------------------
 
     @property
-    def data_wanted(self) -> int:
-        """How many bytes the driver should read and :meth:`feed` now (0: enough buffered)."""
-        if self._eof or self.closed:
-            return 0
-        window = self.options.windowsize * self.options.blksize
-        if len(self._buf) > 2 * window:
-            return 0
-        return max(2 * window, READ_AHEAD)
+    def wants_data(self) -> bool:
+        """True when less than two windows are buffered and the file has more: :meth:`feed`."""
+        return not self._eof and len(self._buf) <= self._low_water and not self.closed
 
     def feed(self, data: bytes) -> None:
         """The next bytes of the file (as they go on the wire: netascii already translated)."""
@@ -147,6 +146,11 @@ class TftpSender(TftpTransfer):
         return self._acked_bytes
 
     # -- machine -------------------------------------------------------------------------------
+
+    def _set_options(self, options: TransferOptions) -> None:
+        super()._set_options(options)
+        self._current_rto = self._rto.rto
+        self._low_water = 2 * options.windowsize * options.blksize  # bytes: two windows
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         if self.state is State.TRANSFERRING:
@@ -175,14 +179,14 @@ class TftpSender(TftpTransfer):
                 self._out.append(encode_data(self._next, chunk))
                 if self._next > self._highest_sent:
                     self._highest_sent = self._next
-                    if self._timed is None:
+                    if self._timed is None and self._next >= self._sample_from:
                         self._timed = (self._next, now)
                 else:
                     self._timed = None  # Karn: no RTT sample across a retransmission
                 self._next += 1
                 sent = True
         if sent:
-            self._deadline = now + self._rto.rto
+            self._deadline = now + self._current_rto
 
     def _on_timeout(self, now: float) -> None:
         if self.state is not State.TRANSFERRING:
@@ -190,10 +194,11 @@ class TftpSender(TftpTransfer):
             self._queue(self._opening, rearm=self._interval)
             return
         self._rto.backoff()  # RFC 6298 section 5.5
+        self._current_rto = self._rto.rto
         self._next = self._base  # Go-Back-N: resend the whole window
 
     def _on_ack(self, ack: Ack, now: float) -> None:
-        distance = BLOCKS.distance(BLOCKS.add(self._base, -1), ack.block)
+        distance = BLOCKS.distance(self._base - 1 & _WIRE, ack.block)
         if distance == 0:
             self._on_duplicate_ack(now)
             return
@@ -203,7 +208,9 @@ class TftpSender(TftpTransfer):
         if self._timed is not None and self._timed[0] <= acked:
             if self._adaptive:
                 self._rto.sample(now - self._timed[1])
+                self._current_rto = self._rto.rto
             self._timed = None
+            self._sample_from = acked + SAMPLE_SPACING
         before = len(self._buf)
         del self._buf[: distance * self.options.blksize]
         self._acked_bytes += before - len(self._buf)
