@@ -12,7 +12,8 @@ When it acknowledges:
   block received in order, so the sender restarts from the first missing one without waiting
   for its timer (RFC 7440 section 4).  Only the first such stray of each window-full is answered,
   so a retransmitted window of duplicates costs one ACK, not ``windowsize`` of them;
-* on its own timer, repeating the last ACK (RFC 1350: both sides retransmit on timeout);
+* on its own timer, repeating the last ACK (RFC 1350: both sides retransmit on timeout), with
+  the interval doubling while nothing arrives, as the sender's does;
 * the final block (the first one shorter than blksize) is acknowledged only when the driver
   calls :meth:`commit` to say the file is durably stored: the final ACK is the sender's proof of
   delivery.  The receiver then dallies (RFC 1350 section 6): for a while it re-sends the final
@@ -156,7 +157,6 @@ class TftpReceiver(TftpTransfer):
         self._ack(now)
         self._events.append(TransferComplete(self._total))
         self.state = State.DALLYING
-        self._arm = None
         self._deadline = now + self._dally
         if self._dally <= 0:
             self.state = State.COMPLETE
@@ -168,10 +168,14 @@ class TftpReceiver(TftpTransfer):
         self._last = encode_ack(self._expected - 1)
         self._out.append(self._last)
         self._since_ack = 0
-        self._deadline = now + self._interval
+        if self.state is not State.DALLYING:  # the dally ends when it ends
+            self._deadline = now + self._rto.rto
 
     def _on_timeout(self, now: float) -> None:
-        self._queue(self._last, rearm=self._interval)
+        # Back off like the sender does, so that a receiver never gives up before a sender
+        # whose retransmissions are backing off (RFC 6298 section 5.5).
+        self._rto.backoff()
+        self._queue(self._last, rearm=self._rto.rto)
 
     def _on_data(self, data: Data, now: float) -> None:
         blksize = self.options.blksize
@@ -183,7 +187,7 @@ class TftpReceiver(TftpTransfer):
             self._on_stray(now)
             return
         self._expected += 1
-        self._retries = self._strays = 0
+        self._retries = self._strays = self._rto.backoffs = 0
         if self._max_size is not None and self._total + len(payload) > self._max_size:
             self._refuse(ErrorCode.DISK_FULL, f"file exceeds the limit of {self._max_size} bytes")
             return
@@ -198,7 +202,7 @@ class TftpReceiver(TftpTransfer):
         if self._since_ack >= self.options.windowsize:
             self._ack(now)
         else:
-            self._deadline = now + self._interval  # the rest of the window is on its way
+            self._deadline = now + self._rto.rto  # the rest of the window is on its way
 
     def _on_stray(self, now: float) -> None:
         """A block out of order or a duplicate: ACK the last block received in order, once per

@@ -191,10 +191,13 @@ class TftpSender(TftpTransfer):
     def _on_timeout(self, now: float) -> None:
         if self.state is not State.TRANSFERRING:
             assert self._opening is not None
-            self._queue(self._opening, rearm=self._interval)
+            self._rto.backoff()
+            self._queue(self._opening, rearm=self._rto.rto)
             return
         self._rto.backoff()  # RFC 6298 section 5.5
         self._current_rto = self._rto.rto
+        # The backed-off timer lasts until a fresh sample (Karn), so time the next new block.
+        self._sample_from = 0
         self._next = self._base  # Go-Back-N: resend the whole window
 
     def _on_ack(self, ack: Ack, now: float) -> None:
@@ -233,7 +236,8 @@ class TftpSender(TftpTransfer):
         if ack.block == 0:
             self.state = State.TRANSFERRING
             self._deadline = self._arm = None
-            self._retries = 0
+            self._retries = self._rto.backoffs = 0
+            self._current_rto = self._rto.rto
 
     def _on_first_reply(self, packet: OptionAck | Ack, now: float) -> None:
         """Client: the server's answer to our WRQ, an OACK or a plain ACK 0."""
