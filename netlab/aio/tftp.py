@@ -145,15 +145,16 @@ class _Driver:
             if self.source is not None:
                 nursery.start_soon(self.source.run)
             try:
-                while not machine.closed:
+                while True:
                     # The timer scope lives across many datagrams: a cancel scope per datagram
                     # would cost more than the rest of the loop.  Its deadline only ever moves
                     # earlier; if it fires early, handle_timer() finds nothing due and the next
                     # scope starts from the machine's current deadline.
                     with trio.CancelScope() as timer:
                         await self._pump(timer)
-                    if timer.cancelled_caught:
-                        machine.handle_timer(trio.current_time())
+                    if not timer.cancelled_caught:
+                        break  # the machine is closed and everything it had to say is sent
+                    machine.handle_timer(trio.current_time())
             except BaseException:
                 await self._abandon()
                 raise

@@ -1,0 +1,71 @@
+"""Helpers shared by the TFTP driver, server and client tests."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+import trio
+
+from netlab.aio.endpoint import Addr, DatagramEndpoint, MemoryNetwork, Route
+from netlab.aio.tftp import EndpointFactory
+from netlab.proto.tftp_packet import Packet, decode_packet_untrusted, encode
+
+RECEIVE_LIMIT = 30.0  # virtual seconds a test waits for a datagram
+
+
+def memory_endpoints(net: MemoryNetwork) -> EndpointFactory:
+    """An endpoint factory on ``net``; wildcard binds land on 127.0.0.1."""
+
+    async def open_endpoint(
+        host: str, port: int = 0, *, rcvbuf: int | None = None, sndbuf: int | None = None
+    ) -> DatagramEndpoint:
+        await trio.lowlevel.checkpoint()
+        return net.endpoint("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port)
+
+    return open_endpoint
+
+
+def lossy_route(seed: int, *, loss: float = 0.1, reorder: float = 0.1) -> Route:
+    """A MemoryNetwork route: ``loss`` of datagrams vanish, ``reorder`` arrive up to 50 ms late."""
+    rng = random.Random(seed)
+
+    def route(data: bytes, src: Addr, dst: Addr, now: float) -> Iterable[tuple[float, bytes]]:
+        if rng.random() < loss:
+            return []
+        delay = rng.uniform(0.001, 0.05) if rng.random() < reorder else 0.0
+        return [(delay, data)]
+
+    return route
+
+
+class RawPeer:
+    """A hand-driven TFTP peer on a memory endpoint, for the cases no well-behaved client makes."""
+
+    def __init__(self, ep: DatagramEndpoint) -> None:
+        self.ep = ep
+
+    async def send(self, packet: Packet | bytes, addr: Addr) -> None:
+        await self.ep.sendto(packet if isinstance(packet, bytes) else encode(packet), addr)
+
+    async def receive(self) -> tuple[Packet, Addr]:
+        with trio.fail_after(RECEIVE_LIMIT):
+            data, addr = await self.ep.recvfrom()
+        return decode_packet_untrusted(data), addr
+
+    async def nothing_within(self, seconds: float) -> bool:
+        with trio.move_on_after(seconds):
+            await self.ep.recvfrom()
+            return False
+        return True
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary files an upload may have left behind."""
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
