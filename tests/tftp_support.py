@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
-from collections.abc import Iterable
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import trio
@@ -14,6 +18,7 @@ from netlab.aio.tftp import EndpointFactory
 from netlab.proto.tftp_packet import Packet, decode_packet_untrusted, encode
 
 RECEIVE_LIMIT = 30.0  # virtual seconds a test waits for a datagram
+REPO = Path(__file__).resolve().parent.parent
 
 
 def memory_endpoints(net: MemoryNetwork) -> EndpointFactory:
@@ -69,3 +74,29 @@ def sha256(path: Path) -> str:
 def leftovers(directory: Path) -> list[str]:
     """Temporary files an upload may have left behind."""
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
+
+
+@contextlib.contextmanager
+def netlab_tftpd(root: Path, *flags: str) -> Iterator[str]:
+    """``netlab tftpd`` on a free loopback port; yields HOST:PORT, then stops it by its PID.
+
+    Raises:
+        AssertionError: it did not start, or did not exit cleanly on SIGINT.
+    """
+    command = [sys.executable, "-m", "netlab", "tftpd", "--listen", "127.0.0.1:0", "--root", str(root)]
+    proc = subprocess.Popen(
+        [*command, *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "tftpd: udp 127.0.0.1:PORT  root DIR"
+        assert line.startswith("tftpd: udp 127.0.0.1:"), line
+        yield line.split()[2]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
