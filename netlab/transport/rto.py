@@ -2,8 +2,8 @@
 
 Strategy: keep SRTT and RTTVAR as the RFC defines them (section 2), take samples only from
 segments that were never retransmitted (Karn's algorithm, section 3), double the timeout on every
-expiry (section 5.5) and keep the doubled value until a fresh sample arrives, and clamp the
-result between a lower and an upper bound.
+expiry (section 5.5) and keep the doubled value until a fresh sample arrives or new data is
+acknowledged (``progress``), and clamp the result between a lower and an upper bound.
 
 RFC 6298 asks for a 1 s minimum (section 2.4) because TCP's delayed ACKs can hold an ACK back for
 up to 500 ms.  Our receivers acknowledge at once, so the default minimum here is lower; a caller
@@ -73,6 +73,17 @@ class RtoEstimator:
             self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
         self._base_rto = self._clamp(self.srtt + max(self.granularity, K * self.rttvar))
         # A fresh sample ends the backoff (RFC 6298 section 5, note after 5.7).
+        self.backoffs = 0
+
+    def progress(self) -> None:
+        """New data was acknowledged, but without a usable sample: end the backoff anyway.
+
+        RFC 6298 (note after 5.7) lets only a fresh measurement collapse a backed-off RTO.  A
+        Go-Back-N sender on a lossy path resends nearly every segment before it is acknowledged,
+        so Karn's rule leaves it almost no measurements and the RTO would stay at its maximum for
+        the rest of the transfer.  An acknowledgement of new data shows the path delivers again,
+        so the estimate from SRTT and RTTVAR is trusted again; samples still obey Karn's rule.
+        """
         self.backoffs = 0
 
     def backoff(self) -> None:

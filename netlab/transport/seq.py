@@ -5,6 +5,12 @@ they are known to be within half the space of each other (RFC 1982 "serial numbe
 uses the same rule); the windows of GBN and SR are sized so that this always holds.  Distances
 are the way to reason about wrapped numbers: ``distance(a, b)`` is how many steps forward it
 takes to go from ``a`` to ``b``.
+
+Inside a machine it is simpler still to count segments with unbounded Python integers ("absolute"
+numbers) and wrap only at the wire: ``wrap(n)`` turns an absolute number into the k-bit value that
+is sent, and ``unwrap(wire, low)`` turns a received k-bit value back into the one absolute number in
+``[low, low + 2**k)`` that it can stand for.  The caller picks ``low`` from its window, which is
+exactly the knowledge that makes the wrapped number unambiguous.
 """
 
 from __future__ import annotations
@@ -50,4 +56,13 @@ class SeqSpace:
         return 0 < d < self.size // 2
 
     def valid(self, seq: int) -> bool:
+        """True if ``seq`` fits in ``bits`` bits."""
         return 0 <= seq < self.size
+
+    def wrap(self, absolute: int) -> int:
+        """The k-bit value sent on the wire for the absolute number ``absolute``."""
+        return absolute & (self.size - 1)
+
+    def unwrap(self, seq: int, low: int) -> int:
+        """The absolute number in ``[low, low + size)`` whose wire value is ``seq``."""
+        return low + ((seq - low) & (self.size - 1))
