@@ -41,6 +41,7 @@ from netlab.proto.tftp_packet import (
     encode_ack,
 )
 from netlab.proto.tftp_transfer import (
+    BLOCKS,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     FinalBlockReceived,
@@ -183,11 +184,12 @@ class TftpReceiver(TftpTransfer):
         if len(payload) > blksize:
             self._refuse(ErrorCode.ILLEGAL_OPERATION, f"DATA of {len(payload)} octets > blksize")
             return
-        if data.block != self._expected & 0xFFFF:
+        if data.block != BLOCKS.wrap(self._expected):
             self._on_stray(now)
             return
         self._expected += 1
-        self._retries = self._strays = self._rto.backoffs = 0
+        self._retries = self._strays = 0
+        self._rto.progress()  # data is flowing again: the next silence is timed from scratch
         if self._max_size is not None and self._total + len(payload) > self._max_size:
             self._refuse(ErrorCode.DISK_FULL, f"file exceeds the limit of {self._max_size} bytes")
             return

@@ -1,25 +1,25 @@
 """The sending side of a TFTP transfer (RFC 1350, windowed per RFC 7440).
 
-Strategy: the sender keeps the file's bytes from the oldest unacknowledged block onward in one
-``bytearray``; block ``n`` is the slice ``[(n - base) * blksize, ...)`` of it, so a DATA packet is
-a precompiled header plus a memoryview slice, and an acknowledgment simply deletes bytes from
-the front (O(1) for a bytearray).  The driver keeps it filled: :attr:`data_wanted` says how much
-to read ahead (two windows, at least 256 KiB, so file reads happen in big chunks off the event
-loop), :meth:`feed` adds it and :meth:`end_of_data` marks the end of the file.  The final block
-is the first one shorter than blksize, possibly empty.
+Strategy: the window is the transport core's :class:`~netlab.transport.window.SendWindow`, the
+same one Go-Back-N uses, holding the encoded DATA packets in flight with their send times and
+Karn flags; block numbers are counted without bound and wrapped to 16 bits only on the wire.
+The file's bytes not yet in a packet wait in one ``bytearray``: a DATA packet is a precompiled
+header plus a memoryview slice of it, and cutting a block off its front is O(1).  The driver
+keeps it filled: while :attr:`wants_data` is true (less than two windows buffered) it
+:meth:`feed`\\ s the next piece of the file, then calls :meth:`end_of_data`.  The final block is
+the first one shorter than blksize, possibly empty.
 
-The window is Go-Back-N, as RFC 7440 section 4 describes it: send ``windowsize`` blocks, wait
-for one ACK; an ACK for block ``n`` means every block up to ``n`` arrived and the receiver
-discarded what came after a gap, so the next window starts at ``n + 1``.  A windowsize of 1 is
-RFC 1350's lockstep.
+The window is Go-Back-N, as RFC 7440 section 4 describes it: send ``windowsize`` blocks, wait for
+one ACK.  An ACK for block ``n`` means every block up to ``n`` arrived and the receiver discarded
+whatever came after a gap, so the blocks after ``n`` still in flight go again at once, and the
+window refills behind them.  A windowsize of 1 is RFC 1350's lockstep.
 
-Retransmission happens on timeout.  A duplicate ACK (one for a block already acknowledged) is
-never answered in lockstep: answering it is the Sorcerer's Apprentice bug (RFC 1123 section
-4.2.3.1), where every duplicate doubles the traffic.  With a window, a duplicate ACK is the
-receiver's RFC 7440 signal that the first block of the window went missing; it is answered with
-one early retransmission per window position, so duplicated ACKs cannot multiply anything.
-The timer adapts to measured round trips (RFC 6298, Karn's rule: no samples from retransmitted
-blocks) unless a timeout was negotiated.
+Retransmission happens on timeout.  A duplicate ACK (for a block already acknowledged) is never
+answered in lockstep: answering it is the Sorcerer's Apprentice bug (RFC 1123 section 4.2.3.1),
+where every duplicate doubles the traffic.  With a window, a duplicate ACK is the receiver's RFC
+7440 signal that the first block of the window went missing; it is answered with one early
+retransmission per window position, so duplicated ACKs cannot multiply anything.  The timer
+adapts to measured round trips (RFC 6298, with Karn's rule) unless a timeout was negotiated.
 """
 
 from __future__ import annotations
@@ -48,13 +48,13 @@ from netlab.proto.tftp_transfer import (
     TftpTransfer,
     TransferComplete,
 )
+from netlab.transport.window import SendWindow, WindowRule
 
 __all__ = ["TftpSender"]
 
 #: Blocks between two RTT samples.  One timed block per round trip is what TCP does without
 #: timestamps; in lockstep that would be every block, and the estimator needs far fewer.
 SAMPLE_SPACING = 16
-_WIRE = BLOCKS.size - 1  # the mask that turns a block count into a wire block number
 
 
 class TftpSender(TftpTransfer):
@@ -73,14 +73,11 @@ class TftpSender(TftpTransfer):
         super().__init__(state, options, timeout=timeout, retries=retries)
         self._opening = opening  # the request or OACK, repeated until the peer answers it
         self._requested = dict(requested or {})
-        self._buf = bytearray()  # the file from block _base onward
+        self._buf = bytearray()  # the file from block _window.next onward
         self._eof = False
-        self._base = 1  # oldest unacknowledged block (unbounded; the wire number is & 0xFFFF)
-        self._next = 1  # next block to (re)transmit
-        self._highest_sent = 0
-        self._final: int | None = None  # the final block's number, once known
-        self._timed: tuple[int, float] | None = None  # (block, first sent at) for an RTT sample
-        self._sample_from = 1  # the first block that may be timed next
+        self._final: int | None = None  # the final block's number, once it is in a packet
+        self._size = 0  # the file's size on the wire, once the final block is known
+        self._sample_from = 1  # the first block whose acknowledgment may give an RTT sample
         self._dup_answered = False  # early retransmission already done for this window position
         self._acked_bytes = 0
         if opening is not None:
@@ -151,6 +148,9 @@ class TftpSender(TftpTransfer):
         super()._set_options(options)
         self._current_rto = self._rto.rto
         self._low_water = 2 * options.windowsize * options.blksize  # bytes: two windows
+        # RFC 7440 receivers accept only the next block, so this is the cumulative rule: any
+        # windowsize up to 65535 is unambiguous with 16-bit block numbers.
+        self._window = SendWindow[bytes](BLOCKS, options.windowsize, WindowRule.CUMULATIVE, base=1)
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
         if self.state is State.TRANSFERRING:
@@ -158,85 +158,88 @@ class TftpSender(TftpTransfer):
         return super().datagrams_to_send(now)
 
     def _fill_window(self, now: float) -> None:
-        """Queue the blocks from ``_next`` to the end of the window that the buffer holds."""
-        limit = self._base + self.options.windowsize
-        if self._final is not None:
-            limit = min(limit, self._final + 1)
-        if self._next >= limit:
+        """Put new blocks in flight while the window has room and the buffer has them."""
+        window, blksize, buf = self._window, self.options.blksize, self._buf
+        if self._final is not None or window.full:
             return
-        blksize = self.options.blksize
-        have = len(self._buf)
-        sent = False
-        with memoryview(self._buf) as view:
-            while self._next < limit:
-                start = (self._next - self._base) * blksize
-                if start + blksize > have and not self._eof:
-                    break  # wait for the driver to feed the rest of this block
-                chunk = view[start : start + blksize]
-                if len(chunk) < blksize:
-                    self._final = self._next
-                    limit = self._next + 1
-                self._out.append(encode_data(self._next, chunk))
-                if self._next > self._highest_sent:
-                    self._highest_sent = self._next
-                    if self._timed is None and self._next >= self._sample_from:
-                        self._timed = (self._next, now)
-                else:
-                    self._timed = None  # Karn: no RTT sample across a retransmission
-                self._next += 1
-                sent = True
-        if sent:
+        taken = 0
+        with memoryview(buf) as view:
+            while not window.full:
+                with view[taken : taken + blksize] as chunk:  # released before buf shrinks
+                    size = len(chunk)
+                    if size < blksize and not self._eof:
+                        break  # the rest of this block has not been read yet
+                    packet = encode_data(window.next, chunk)
+                taken += size
+                self._out.append(packet)
+                block = window.push(packet, now)
+                if size < blksize:
+                    self._final = block
+                    self._size = (block - 1) * blksize + size
+                    break
+        if taken or self._final is not None:
+            del buf[:taken]
+            self._deadline = now + self._current_rto
+
+    def _resend_in_flight(self, now: float) -> None:
+        """Go-Back-N: everything still in flight goes again, oldest first."""
+        window = self._window
+        for block in list(window.pending()):
+            self._out.append(window.mark_retransmitted(block, now).item)
+        if window.in_flight:
             self._deadline = now + self._current_rto
 
     def _on_timeout(self, now: float) -> None:
-        if self.state is not State.TRANSFERRING:
-            assert self._opening is not None
-            self._rto.backoff()
-            self._queue(self._opening, rearm=self._rto.rto)
-            return
         self._rto.backoff()  # RFC 6298 section 5.5
         self._current_rto = self._rto.rto
-        # The backed-off timer lasts until a fresh sample (Karn), so time the next new block.
-        self._sample_from = 0
-        self._next = self._base  # Go-Back-N: resend the whole window
+        if self.state is not State.TRANSFERRING:
+            assert self._opening is not None
+            self._queue(self._opening, rearm=self._current_rto)
+            return
+        self._resend_in_flight(now)
 
     def _on_ack(self, ack: Ack, now: float) -> None:
-        distance = BLOCKS.distance(self._base - 1 & _WIRE, ack.block)
-        if distance == 0:
+        window = self._window
+        # ACK n acknowledges every block up to n: the window's base moves to n + 1.
+        end = window.unwrap_ack(BLOCKS.wrap(ack.block + 1))
+        if end is None:
+            return  # a stale ACK from an earlier window, delayed in the network
+        if end == window.base:
             self._on_duplicate_ack(now)
             return
-        if distance > self._highest_sent - self._base + 1:
-            return  # a stale ACK from an earlier window, delayed in the network
-        acked = self._base - 1 + distance
-        if self._timed is not None and self._timed[0] <= acked:
-            if self._adaptive:
-                self._rto.sample(now - self._timed[1])
-                self._current_rto = self._rto.rto
-            self._timed = None
-            self._sample_from = acked + SAMPLE_SPACING
-        before = len(self._buf)
-        del self._buf[: distance * self.options.blksize]
-        self._acked_bytes += before - len(self._buf)
-        self._base = self._next = acked + 1
+        newest = window.ack_through(end)[-1]
+        if self._adaptive and end - 1 >= self._sample_from and not newest.retransmitted:
+            self._rto.sample(now - newest.sent_at)  # Karn: only never-retransmitted blocks
+            self._sample_from = end - 1 + SAMPLE_SPACING
+            self._current_rto = self._rto.rto
+        elif self._rto.backoffs:
+            self._rto.progress()  # new data acknowledged: the path delivers, end the backoff
+            self._current_rto = self._rto.rto
         self._retries = 0
         self._dup_answered = False
         self._deadline = None  # re-armed when the next window goes out
-        if acked == self._final:
+        if self._final is not None and end > self._final:
+            self._acked_bytes = self._size
             self.state = State.COMPLETE
-            self._events.append(TransferComplete(self._acked_bytes))
+            self._events.append(TransferComplete(self._size))
+            return
+        self._acked_bytes = (end - 1) * self.options.blksize  # all blocks but the final are full
+        if window.in_flight:
+            self._resend_in_flight(now)  # an ACK inside the window: the receiver dropped these
 
     def _on_duplicate_ack(self, now: float) -> None:
-        if self.options.windowsize == 1 or self._dup_answered or self._highest_sent < self._base:
+        if self.options.windowsize == 1 or self._dup_answered or not self._window.in_flight:
             return  # RFC 1123 4.2.3.1: never answer a duplicate ACK in lockstep
         self._dup_answered = True
-        self._next = self._base
+        self._resend_in_flight(now)
 
     def _on_oack_ack(self, ack: Ack, now: float) -> None:
         """Server: ACK 0 accepts our OACK (RFC 2347 section 2); DATA 1 may go."""
         if ack.block == 0:
             self.state = State.TRANSFERRING
             self._deadline = self._arm = None
-            self._retries = self._rto.backoffs = 0
+            self._retries = 0
+            self._rto.progress()
             self._current_rto = self._rto.rto
 
     def _on_first_reply(self, packet: OptionAck | Ack, now: float) -> None:

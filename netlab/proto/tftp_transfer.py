@@ -20,8 +20,9 @@ and the dispatch of every other packet through the subclass's ``_HANDLERS`` tabl
 that point at ``_ignore`` mark the stale duplicates that a lossy network legitimately delivers.
 
 Block numbers are 16 bits on the wire and roll over to 0 after 65535, as tftpd-hpa and atftpd
-do, so files of any size transfer.  The machines count blocks with unbounded integers and use
-``SeqSpace(16)`` only to map a wire number back onto the window.
+do, so files of any size transfer.  The machines count blocks with unbounded integers and wrap
+them only on the wire, with the transport core's ``SeqSpace(16)``; the sender's window is the
+transport core's ``SendWindow`` and both timers are its RFC 6298 ``RtoEstimator``.
 """
 
 from __future__ import annotations
