@@ -9,6 +9,12 @@ the socket directly and entering trio's scheduler only when the socket has nothi
 twice even when the kernel could answer at once; for lockstep TFTP, one scheduler pass per
 block is what separates 16k from 45k blocks a second on loopback.
 
+A window of DATA packets, all of one size, goes out as one ``sendmsg`` with Linux's UDP
+segmentation offload (``UDP_SEGMENT``, Linux 4.18): the kernel cuts the buffer into datagrams of
+the given size, so sixteen packets cost one system call instead of sixteen.  The peer receives
+ordinary datagrams.  Where the kernel or the route refuses it, the socket falls back to one
+``sendto`` per datagram for good.
+
 Fairness is kept by hand: when datagrams keep arriving without the socket ever running dry,
 :class:`SocketIo` still yields to the scheduler every ``CHECKPOINT_EVERY`` datagrams, so other
 transfers run and cancellation is delivered.
@@ -17,9 +23,12 @@ transfers run and cancellation is delivered.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import socket
-from collections.abc import Iterable
+import struct
+from collections.abc import Sequence
 from typing import Protocol
 
 import trio
@@ -28,11 +37,17 @@ from netlab.aio.endpoint import MAX_DATAGRAM, Addr, DatagramEndpoint, UdpEndpoin
 
 __all__ = ["CHECKPOINT_EVERY", "EndpointIo", "SocketIo", "TransferIo", "transfer_io"]
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_EVERY = 32  # datagrams received without blocking before yielding anyway
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # <linux/udp.h>; Python names it from 3.12
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS in the kernel
+GSO_MAX_BYTES = 65000  # a segmented send is still one UDP datagram on the way down
+_GSO_REFUSED = {errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 
 
 class TransferIo(Protocol):
-    async def send(self, datagrams: Iterable[bytes], addr: Addr) -> None: ...
+    async def send(self, datagrams: Sequence[bytes], addr: Addr) -> None: ...
 
     async def receive(self) -> tuple[bytes, Addr]:
         """The next datagram (the caller's cancel scope bounds the wait)."""
@@ -47,7 +62,7 @@ class EndpointIo:
     def __init__(self, ep: DatagramEndpoint) -> None:
         self._ep = ep
 
-    async def send(self, datagrams: Iterable[bytes], addr: Addr) -> None:
+    async def send(self, datagrams: Sequence[bytes], addr: Addr) -> None:
         for datagram in datagrams:
             await self._ep.sendto(datagram, addr)
 
@@ -67,19 +82,63 @@ class SocketIo:
         self._sock = socket.socket(fileno=os.dup(ep.socket.fileno()))
         self._sock.setblocking(False)
         self._unyielded = 0
+        self._gso = hasattr(socket, "SOL_UDP")
 
-    async def send(self, datagrams: Iterable[bytes], addr: Addr) -> None:
-        sock = self._sock
-        for datagram in datagrams:
-            while True:
-                try:
-                    sock.sendto(datagram, addr)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(sock)
-                    continue
-                except ConnectionRefusedError:
-                    pass  # an ICMP error for an earlier datagram; UDP promises nothing
-                break
+    @property
+    def segmentation(self) -> bool:
+        """True while sends of equal-sized datagrams go out through ``UDP_SEGMENT``."""
+        return self._gso
+
+    async def send(self, datagrams: Sequence[bytes], addr: Addr) -> None:
+        i, count = 0, len(datagrams)
+        while i < count:
+            size = len(datagrams[i])
+            j = i + 1
+            if self._gso and size:
+                # A run of equal sizes, which may end with one shorter datagram (the kernel
+                # allows a short last segment): a window of DATA packets, final block included.
+                limit = min(count, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // size)
+                while j < limit and len(datagrams[j]) == size:
+                    j += 1
+                if j < limit and len(datagrams[j]) < size:
+                    j += 1
+            if j - i > 1 and await self._send_segmented(datagrams[i:j], size, addr):
+                i = j
+                continue
+            for datagram in datagrams[i:j]:
+                await self._send_one(datagram, addr)
+            i = j
+
+    async def _send_segmented(self, datagrams: Sequence[bytes], size: int, addr: Addr) -> bool:
+        """One sendmsg for many datagrams; False if the kernel will not segment (then never again)."""
+        buffer = b"".join(datagrams)
+        control = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        while True:
+            try:
+                self._sock.sendmsg([buffer], control, 0, addr)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._sock)
+                continue
+            except ConnectionRefusedError:
+                pass
+            except OSError as exc:
+                if exc.errno not in _GSO_REFUSED:
+                    raise
+                log.debug("UDP segmentation refused (%s); sending datagrams one by one", exc)
+                self._gso = False
+                return False
+            return True
+
+    async def _send_one(self, datagram: bytes, addr: Addr) -> None:
+        while True:
+            try:
+                self._sock.sendto(datagram, addr)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._sock)
+                continue
+            except ConnectionRefusedError:
+                pass  # an ICMP error for an earlier datagram; UDP promises nothing
+            return
 
     async def receive(self) -> tuple[bytes, Addr]:
         sock = self._sock
