@@ -184,6 +184,12 @@ class TftpServer:
             duration = run_started - started + result.duration  # without an upload's dally
             self.stats["completed" if result.ok else "failed"] += 1
             self.stats["wrong_tid"] += result.strangers
+        except OSError as exc:
+            # The host ran short (no free ports, too many open files...): this transfer fails,
+            # the server goes on.
+            log.warning("transfer for %s failed: %s", format_hostport(*peer), exc)
+            outcome = f"failed: {exc.strerror or exc}"
+            self.stats["failed"] += 1
         finally:
             self._active.discard(key)
             if source is not None:

@@ -353,3 +353,26 @@ async def test_shutdown_lets_a_running_transfer_finish_and_refuses_new_ones(
     assert await late.nothing_within(2)
     await peer.send(Ack(1), tid)
     assert isinstance((await peer.receive())[0], Data)  # still served
+
+
+async def test_a_host_out_of_sockets_fails_one_transfer_not_the_server(
+    clock: trio.testing.MockClock, nursery: trio.Nursery, net: MemoryNetwork, root: Path, tmp_path: Path
+) -> None:
+    working = memory_endpoints(net)
+    broken = {"on": True}
+
+    async def flaky(host: str, port: int = 0, *, rcvbuf: int | None = None, sndbuf: int | None = None) -> Any:
+        if port == 0 and rcvbuf is not None and broken["on"]:
+            raise OSError(24, "Too many open files")
+        return await working(host, port, rcvbuf=rcvbuf, sndbuf=sndbuf)
+
+    server = TftpServer(CONFIG, root, open_endpoint=flaky)
+    await nursery.start(server.serve, Lifetime())
+    assert server.address is not None
+    lab = Lab(net, server, Lifetime())
+    peer = lab.peer()
+    await peer.send(Request(Opcode.RRQ, "hello.txt", "octet"), lab.address)
+    assert await peer.nothing_within(2)
+    assert server.stats["failed"] == 1
+    broken["on"] = False
+    assert (await lab.get("hello.txt", tmp_path / "h")).ok
