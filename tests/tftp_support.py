@@ -11,11 +11,21 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pytest
 import trio
 
 from netlab.aio.endpoint import Addr, DatagramEndpoint, MemoryNetwork, Route
 from netlab.aio.tftp import EndpointFactory
 from netlab.proto.tftp_packet import Packet, decode_packet_untrusted, encode
+
+
+@pytest.fixture(autouse=True)
+def instant_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import into a test module that runs a mock clock over real file I/O: fsync on a busy disk
+    can outlast a sender's whole retry budget in virtual time (the clock jumps while the worker
+    thread waits).  Durability itself is tested with the store."""
+    monkeypatch.setattr("netlab.store.atomic.os.fsync", lambda fd: None)
+
 
 RECEIVE_LIMIT = 30.0  # virtual seconds a test waits for a datagram
 REPO = Path(__file__).resolve().parent.parent

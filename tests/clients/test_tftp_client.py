@@ -13,7 +13,7 @@ import trio.testing
 from clients.tftp import ClientOptions, TftpClientError, get_file, put_file
 from netlab.aio.endpoint import MemoryNetwork
 from netlab.proto.tftp_packet import Ack, Data, Error, ErrorCode, Opcode, OptionAck, Request
-from tests.tftp_support import RawPeer, leftovers, memory_endpoints
+from tests.tftp_support import RawPeer, instant_fsync, leftovers, memory_endpoints  # noqa: F401
 
 SERVER = ("127.0.0.1", 69)
 

@@ -21,7 +21,14 @@ from netlab.aio.tftp import TransferOutcome
 from netlab.config import TftpConfig
 from netlab.proto.tftp_packet import Ack, Data, Error, ErrorCode, Opcode, OptionAck, Request
 from servers.tftp import TftpServer
-from tests.tftp_support import RawPeer, leftovers, lossy_route, memory_endpoints, sha256
+from tests.tftp_support import (  # noqa: F401 (instant_fsync is an autouse fixture)
+    RawPeer,
+    instant_fsync,
+    leftovers,
+    lossy_route,
+    memory_endpoints,
+    sha256,
+)
 
 CONFIG = TftpConfig(listen="127.0.0.1:0", allow_upload=True, max_upload_size=100_000)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -64,3 +65,18 @@ def test_without_overwrite_the_first_to_commit_wins(tmp_path: Path) -> None:
 def test_a_missing_directory_fails_at_once(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         AtomicFile(tmp_path / "no" / "such" / "file")
+
+
+def test_commit_syncs_the_file_and_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr("netlab.store.atomic.os.fsync", recording_fsync)
+    stored = AtomicFile(tmp_path / "file")
+    stored.write(b"data")
+    stored.commit()
+    assert synced == [str(stored.temp_path), str(tmp_path)]
