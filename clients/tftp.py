@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ import trio
 
 from netlab.addr import format_hostport, parse_hostport
 from netlab.aio.endpoint import Addr, open_udp_endpoint
-from netlab.aio.tftp import EndpointFactory, FileSink, FileSource, TransferOutcome, buffer_size, run_transfer
+from netlab.aio.tftp import EndpointFactory, TransferOutcome, buffer_size, run_transfer
+from netlab.aio.tftp_files import FileSink, FileSource
 from netlab.proto.tftp_options import (
     BLKSIZE_MAX,
     BLKSIZE_MIN,
@@ -261,6 +263,8 @@ async def _transfer(
         infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
     except OSError as exc:
         raise TftpClientError(f"cannot resolve {host}: {exc}") from exc
+    # Prefer IPv4: "localhost" often resolves to ::1 first, and TFTP servers listen on IPv4.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
     address = infos[0][4]
     server: Addr = (str(address[0]), int(address[1]))
     options = ClientOptions(**flags)

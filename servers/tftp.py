@@ -39,7 +39,8 @@ import trio
 from netlab.addr import format_hostport, parse_hostport
 from netlab.aio.endpoint import Addr, DatagramEndpoint, open_udp_endpoint
 from netlab.aio.shutdown import Lifetime, Service, run_services
-from netlab.aio.tftp import EndpointFactory, FileSink, FileSource, buffer_size, run_transfer
+from netlab.aio.tftp import EndpointFactory, buffer_size, run_transfer
+from netlab.aio.tftp_files import FileSink, FileSource
 from netlab.cli import config_option, load_config
 from netlab.config import ConfigError, NetlabConfig, TftpConfig, data_path
 from netlab.log import access_logger

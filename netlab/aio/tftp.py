@@ -40,14 +40,7 @@ from netlab.proto.tftp_transfer import (
     TransferFailed,
 )
 
-__all__ = [
-    "EndpointFactory",
-    "FileSink",
-    "FileSource",
-    "TransferOutcome",
-    "buffer_size",
-    "run_transfer",
-]
+__all__ = ["EndpointFactory", "TransferOutcome", "buffer_size", "run_transfer"]
 
 log = logging.getLogger(__name__)
 
