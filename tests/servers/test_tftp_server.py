@@ -383,3 +383,25 @@ async def test_a_host_out_of_sockets_fails_one_transfer_not_the_server(
     assert server.stats["failed"] == 1
     broken["on"] = False
     assert (await lab.get("hello.txt", tmp_path / "h")).ok
+
+
+async def test_transfer_sockets_are_sized_for_the_window(
+    clock: trio.testing.MockClock, nursery: trio.Nursery, net: MemoryNetwork, root: Path, tmp_path: Path
+) -> None:
+    working = memory_endpoints(net)
+    sizes: list[tuple[int | None, int | None]] = []
+
+    async def recording(
+        host: str, port: int = 0, *, rcvbuf: int | None = None, sndbuf: int | None = None
+    ) -> Any:
+        sizes.append((rcvbuf, sndbuf))
+        return await working(host, port, rcvbuf=rcvbuf, sndbuf=sndbuf)
+
+    server = TftpServer(CONFIG, root, open_endpoint=recording)
+    await nursery.start(server.serve, Lifetime())
+    lab = Lab(net, server, Lifetime())
+    assert (await lab.get("big.bin", tmp_path / "b", blksize=8192, windowsize=32)).ok
+    rcvbuf, sndbuf = sizes[-1]
+    assert rcvbuf is not None
+    assert sndbuf is not None
+    assert min(rcvbuf, sndbuf) >= 32 * 8192  # a whole window fits, with room for overhead
