@@ -41,7 +41,7 @@ from netlab.proto.tftp_packet import (
     decode_packet_untrusted,
     encode,
 )
-from netlab.transport.rto import RtoEstimator
+from netlab.transport.rto import DEFAULT_MIN_RTO, RtoEstimator
 from netlab.transport.seq import SeqSpace
 
 __all__ = [
@@ -206,7 +206,8 @@ class TftpTransfer:
         self._interval = float(options.timeout) if options.timeout is not None else self._timeout
         self._adaptive = options.timeout is None
         if self._adaptive:
-            self._rto = RtoEstimator(initial_rto=self._interval, max_rto=4 * self._interval)
+            floor = min(DEFAULT_MIN_RTO, self._interval)
+            self._rto = RtoEstimator(initial_rto=self._interval, min_rto=floor, max_rto=4 * self._interval)
         else:
             fixed = self._interval
             self._rto = RtoEstimator(initial_rto=fixed, min_rto=fixed, max_rto=fixed)

@@ -399,3 +399,9 @@ def test_a_server_error_to_the_request_is_reported() -> None:
     receiver.receive_datagram(encode(Error(ErrorCode.FILE_NOT_FOUND, "file not found")), 0.1)
     assert events(receiver) == [TransferFailed(Error(1, "file not found"), by_peer=True)]
     assert receiver.datagrams_to_send(0.1) == []
+
+
+def test_a_very_short_configured_timeout_still_works() -> None:
+    sender = lockstep_sender(timeout=0.01)
+    sender.datagrams_to_send(0.0)
+    assert sender.get_timer() == pytest.approx(0.01)
