@@ -170,7 +170,8 @@ class _Driver:
                 await self._on_event(event)
             while sender is not None and sender.wants_data:
                 await self._feed(sender)
-            await io.send(machine.datagrams_to_send(clock()), self.peer)
+            if datagrams := machine.datagrams_to_send(clock()):
+                await io.send(datagrams, self.peer)
             if machine.closed:
                 return
             deadline = machine.get_timer()

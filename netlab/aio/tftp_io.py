@@ -91,6 +91,9 @@ class SocketIo:
 
     async def send(self, datagrams: Sequence[bytes], addr: Addr) -> None:
         i, count = 0, len(datagrams)
+        if count == 1:  # lockstep: the common case, kept short
+            await self._send_one(datagrams[0], addr)
+            return
         while i < count:
             size = len(datagrams[i])
             j = i + 1
