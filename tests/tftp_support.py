@@ -8,8 +8,9 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -18,13 +19,25 @@ from netlab.aio.endpoint import Addr, DatagramEndpoint, MemoryNetwork, Route
 from netlab.aio.tftp import EndpointFactory
 from netlab.proto.tftp_packet import Packet, decode_packet_untrusted, encode
 
+T = TypeVar("T")
+
 
 @pytest.fixture(autouse=True)
-def instant_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Import into a test module that runs a mock clock over real file I/O: fsync on a busy disk
-    can outlast a sender's whole retry budget in virtual time (the clock jumps while the worker
-    thread waits).  Durability itself is tested with the store."""
-    monkeypatch.setattr("netlab.store.atomic.os.fsync", lambda fd: None)
+def inline_file_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import into a test module that runs a mock clock: worker-thread calls run inline.
+
+    The clock jumps whenever every task waits, and a task waiting for a worker thread counts as
+    waiting, so on a busy machine virtual time would race real file I/O (a slow fsync outlasting a
+    sender's whole retry budget).  Inline, the tests are deterministic; the threads themselves are
+    exercised by the real-socket and interop tests.
+    """
+
+    async def run_inline(fn: Callable[..., T], *args: Any, **_: Any) -> T:
+        await trio.lowlevel.checkpoint()
+        return fn(*args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", run_inline)
+    monkeypatch.setattr("netlab.store.atomic.os.fsync", lambda fd: None)  # speed only
 
 
 RECEIVE_LIMIT = 30.0  # virtual seconds a test waits for a datagram

@@ -13,14 +13,14 @@ import trio.testing
 from clients.tftp import ClientOptions, TftpClientError, get_file, put_file
 from netlab.aio.endpoint import MemoryNetwork
 from netlab.proto.tftp_packet import Ack, Data, Error, ErrorCode, Opcode, OptionAck, Request
-from tests.tftp_support import RawPeer, instant_fsync, leftovers, memory_endpoints  # noqa: F401
+from tests.tftp_support import RawPeer, inline_file_io, leftovers, memory_endpoints  # noqa: F401
 
 SERVER = ("127.0.0.1", 69)
 
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.02)
+    return trio.testing.MockClock(autojump_threshold=0)  # file I/O runs inline: see inline_file_io
 
 
 @pytest.fixture

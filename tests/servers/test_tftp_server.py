@@ -21,9 +21,9 @@ from netlab.aio.tftp import TransferOutcome
 from netlab.config import TftpConfig
 from netlab.proto.tftp_packet import Ack, Data, Error, ErrorCode, Opcode, OptionAck, Request
 from servers.tftp import TftpServer
-from tests.tftp_support import (  # noqa: F401 (instant_fsync is an autouse fixture)
+from tests.tftp_support import (  # noqa: F401 (an autouse fixture)
     RawPeer,
-    instant_fsync,
+    inline_file_io,
     leftovers,
     lossy_route,
     memory_endpoints,
@@ -35,8 +35,7 @@ CONFIG = TftpConfig(listen="127.0.0.1:0", allow_upload=True, max_upload_size=100
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
-    # Jump virtual time only once real work (file I/O in worker threads) has settled.
-    return trio.testing.MockClock(autojump_threshold=0.02)
+    return trio.testing.MockClock(autojump_threshold=0)  # file I/O runs inline: see inline_file_io
 
 
 @pytest.fixture
