@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 access_log = access_logger("tftp")
 
 DEFAULT_PORT = 6969  # netlab's unprivileged stand-in for port 69
+#: Seconds an upload's final ACK is repeated for if the final DATA comes again (RFC 1350
+#: section 6): tftp-hpa's and atftp's clients retransmit after 5 s by default.
+UPLOAD_DALLY = 5.0
 MODES = ("octet", "netascii")
 
 
@@ -155,7 +158,7 @@ class TftpServer:
             transfers.start_soon(self._transfer, packet, peer, key)
 
     async def _transfer(self, request: Request, peer: Addr, key: tuple[Addr, bytes]) -> None:
-        started = trio.current_time()
+        started, wall_started = trio.current_time(), time.time()
         oack: dict[str, str] = {}
         size, outcome, duration = 0, "cancelled", None
         source: FileSource | None = None
@@ -176,8 +179,16 @@ class TftpServer:
             if request.opcode == Opcode.RRQ:
                 machine = TftpSender.server(options, oack, timeout=cfg.timeout, retries=cfg.retries)
             else:
+                # The dally must outlast the client's retransmission interval, which we do not
+                # know unless it was negotiated: cover the common 5 s default.
+                dally = max(UPLOAD_DALLY, options.timeout or 0)
                 machine = TftpReceiver.server(
-                    options, oack, max_size=cfg.max_upload_size, timeout=cfg.timeout, retries=cfg.retries
+                    options,
+                    oack,
+                    max_size=cfg.max_upload_size,
+                    timeout=cfg.timeout,
+                    retries=cfg.retries,
+                    dally=dally,
                 )
             run_started = trio.current_time()
             result = await run_transfer(ep, peer, machine, source=source, sink=sink)
@@ -202,7 +213,7 @@ class TftpServer:
                     await ep.aclose()
             if duration is None:
                 duration = trio.current_time() - started
-            self._log(peer, request, oack, size, duration, outcome)
+            self._log(peer, request, oack, size, duration, outcome, started=wall_started)
 
     async def _prepare(
         self, request: Request
@@ -247,11 +258,22 @@ class TftpServer:
             await ep.aclose()
 
     def _log(
-        self, peer: Addr, request: Request, oack: dict[str, str], size: int, duration: float, outcome: str
+        self,
+        peer: Addr,
+        request: Request,
+        oack: dict[str, str],
+        size: int,
+        duration: float,
+        outcome: str,
+        *,
+        started: float | None = None,
     ) -> None:
+        """One access-log line, stamped with the wall-clock time the transfer ended: ``started``
+        (wall clock) plus ``duration``.  An upload's line is written after its dally."""
+        ended = time.time() if started is None else started + duration
         access_log.info(
             "%.3f %s %s %s %s %s %d %.3f %s",
-            time.time(),
+            ended,
             format_hostport(*peer),
             request.opcode.name,
             json.dumps(request.filename),

@@ -404,3 +404,20 @@ async def test_transfer_sockets_are_sized_for_the_window(
     assert rcvbuf is not None
     assert sndbuf is not None
     assert min(rcvbuf, sndbuf) >= 32 * 8192  # a whole window fits, with room for overhead
+
+
+async def test_an_upload_dallies_long_enough_for_a_slow_client(
+    clock: trio.testing.MockClock, lab: Lab, root: Path
+) -> None:
+    peer = lab.peer()
+    await peer.send(Request(Opcode.WRQ, "slow.bin", "octet"), lab.address)
+    _, tid = await peer.receive()
+    await peer.send(Data(1, b"tiny"), tid)
+    assert (await peer.receive())[0] == Ack(1)
+    assert (root / "slow.bin").read_bytes() == b"tiny"  # stored before the final ACK
+    await trio.sleep(4.5)  # our final ACK "was lost"; a client with a 5 s timer resends
+    await peer.send(Data(1, b"tiny"), tid)
+    assert (await peer.receive())[0] == Ack(1)
+    await trio.sleep(1)
+    await peer.send(Data(1, b"tiny"), tid)
+    assert await peer.nothing_within(5)  # the dally is over and the transfer ID is gone
