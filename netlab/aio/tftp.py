@@ -158,29 +158,27 @@ class _Driver:
 
     async def _pump(self, timer: trio.CancelScope) -> None:
         """Events, file, datagrams, until the machine closes or the timer scope fires."""
-        machine, sender, receiver, io, clock = (
-            self.machine,
-            self.sender,
-            self.receiver,
-            self.io,
-            trio.current_time,
-        )
+        machine, sender, receiver, io = self.machine, self.sender, self.receiver, self.io
+        # This loop runs once per datagram: bound methods in locals save attribute lookups.
+        clock, next_event, outgoing = trio.current_time, machine.next_event, machine.datagrams_to_send
+        get_timer, receive, incoming = machine.get_timer, io.receive, machine.receive_datagram
+        armed = timer.deadline
         while True:
-            while (event := machine.next_event()) is not None:
+            while (event := next_event()) is not None:
                 await self._on_event(event)
             while sender is not None and sender.wants_data:
                 await self._feed(sender)
-            if datagrams := machine.datagrams_to_send(clock()):
+            if datagrams := outgoing(clock()):
                 await io.send(datagrams, self.peer)
             if machine.closed:
                 return
-            deadline = machine.get_timer()
-            if deadline is not None and deadline < timer.deadline:
-                timer.deadline = deadline
-            data, addr = await io.receive()
+            deadline = get_timer()
+            if deadline is not None and deadline < armed:
+                timer.deadline = armed = deadline
+            data, addr = await receive()
             if addr != self.peer and not await self._adopt_or_refuse(addr):
                 continue
-            machine.receive_datagram(data, clock())
+            incoming(data, clock())
             if receiver is not None and receiver.pending >= CHUNK:
                 await self._write(receiver)
 
