@@ -176,7 +176,10 @@ def main() -> None:
                             cpu.append(cpu_seconds(netlab.pid) - before)
                 rates = {name: statistics.median(size / t / 1e6 for t in ts) for name, ts in times.items()}
                 blocks = size // case.blksize + 1
-                ratio = rates["netlab"] / rates["tftpd-hpa"]
+                # Each repeat measures both servers back to back, so the ratio is taken per pair
+                # and then the median: background load drifts over minutes, less within a pair.
+                pairs = zip(times["netlab"], times["tftpd-hpa"], strict=True)
+                ratio = statistics.median(hpa_time / netlab_time for netlab_time, hpa_time in pairs)
                 print(
                     f"{case.name:28} netlab {rates['netlab']:7.1f} MB/s   "
                     f"tftpd-hpa {rates['tftpd-hpa']:7.1f} MB/s   ratio {ratio:.2f}",
@@ -220,7 +223,8 @@ def report(rows: list[dict[str, object]], load: tuple[float, float], nice: int) 
         "# TFTP download throughput: netlab tftpd and tftpd-hpa",
         "",
         f"A {size_mib} MiB GET on loopback, fetched by atftp from each server in turn (alternating),",
-        f"{rows[0]['repeats']} times per case; medians.  Written by `scripts/bench_tftp.py`.",
+        f"{rows[0]['repeats']} times per case: median MB/s of each server, and the median of the",
+        "ratios of the back-to-back pairs.  Written by `scripts/bench_tftp.py`.",
         f"Machine: {os.cpu_count()} CPUs, Linux {os.uname().release}, load average {load[0]:.1f} before",
         f"and {load[1]:.1f} after the run (other work shares these CPUs, so single runs vary widely;",
         f"both servers and the client ran at niceness {nice}).",
