@@ -32,6 +32,7 @@ SERVICES: Sequence[str] = (
     "servers.dns_auth:service",
     "servers.dns_resolver:service",
     "servers.rdt:service",
+    "servers.tftp:service",
     "servers.proxy:service",
     "servers.smtp:service",
     "servers.pop3:service",
@@ -92,6 +93,8 @@ def load_config(
         "smtpd": "servers.smtp:command",
         "pop3d": "servers.pop3:command",
         "mail": "clients.mail:command",
+        "tftp": "clients.tftp:command",
+        "tftpd": "servers.tftp:command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )
