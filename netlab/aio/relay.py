@@ -3,7 +3,10 @@
 Strategy: the relay listens on one socket.  The first datagram from a new client opens a relay
 socket of its own for that client (as a NAT does), so the server sees one distinct address per
 client and its replies can be told apart; replies arriving on that socket go back to the client
-from the listening socket, so the client sees answers from the address it sent to.  Every
+from the listening socket, so the client sees answers from the address it sent to.  The server
+may answer from another port than the one it was asked on (TFTP gives every transfer a fresh
+port, its transfer ID: RFC 1350 section 4), so a client's datagrams go to whichever port of the
+server's host last answered that client; nothing from any other host is relayed.  Every
 datagram goes through a :class:`LinkModel`-like impairment, one per direction (the link is
 shared by all clients, as a real bottleneck is): it returns when each copy arrives, if at all.
 
@@ -71,6 +74,7 @@ class _Client:
     addr: Addr
     endpoint: DatagramEndpoint
     last_seen: float
+    peer: Addr  # where this client's datagrams go: the target, or the port it last answered from
 
 
 class LinkRelay:
@@ -124,7 +128,7 @@ class LinkRelay:
                         if client is None:
                             continue
                     client.last_seen = trio.current_time()
-                    await self._forward(self._up, data, client.endpoint, self.target)
+                    await self._forward(self._up, data, client.endpoint, client.peer)
         finally:
             with trio.CancelScope(shield=True):
                 for client in list(self._clients.values()):
@@ -135,7 +139,7 @@ class LinkRelay:
         if len(self._clients) >= self._max_clients:
             self.stats.refused += 1
             return None
-        client = _Client(addr, await self._open_endpoint(), trio.current_time())
+        client = _Client(addr, await self._open_endpoint(), trio.current_time(), self.target)
         self._clients[addr] = client
         self.stats.clients += 1
         log.info("new client %s relayed from %s", addr, client.endpoint.local_address)
@@ -148,8 +152,9 @@ class LinkRelay:
             while trio.current_time() < client.last_seen + self._idle_timeout:
                 with trio.move_on_at(client.last_seen + self._idle_timeout):
                     data, addr = await client.endpoint.recvfrom()
-                    if addr != self.target:
-                        continue  # not from the server: a relay socket is no open port
+                    if addr[0] != self.target[0]:
+                        continue  # not from the server's host: a relay socket is no open port
+                    client.peer = addr
                     client.last_seen = trio.current_time()
                     await self._forward(self._down, data, self.listen, client.addr)
             self.stats.expired += 1

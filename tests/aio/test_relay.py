@@ -142,12 +142,30 @@ async def test_relay_sockets_ignore_anyone_but_the_server(autojump_clock: trio.t
         client = net.endpoint()
         await client.sendto(b"x", relay.listen.local_address)
         await client.recvfrom()
-        intruder = net.endpoint()
+        intruder = net.endpoint("127.0.0.9")  # another host: the relay follows the server's host only
         await intruder.sendto(b"spoofed reply", seen[0])
         with trio.move_on_after(1) as scope:
             await client.recvfrom()
         assert scope.cancelled_caught
         assert relay.stats.downstream.received == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_client_follows_the_port_the_server_answers_from(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """TFTP answers from a fresh port per transfer (its TID, RFC 1350 section 4): the relay must
+    send the client's next datagrams there, not to the port of the first request."""
+    async with MemoryNetwork() as net, trio.open_nursery() as nursery:
+        relay, seen = await _start(net, nursery)
+        client = net.endpoint()
+        await client.sendto(b"request", relay.listen.local_address)
+        assert (await client.recvfrom())[0] == b"echo request"  # from the server on port 9001
+        transfer = net.endpoint(port=9002)  # the server's transfer socket on the same host
+        await transfer.sendto(b"DATA 1", seen[0])
+        assert await client.recvfrom() == (b"DATA 1", relay.listen.local_address)
+        await client.sendto(b"ACK 1", relay.listen.local_address)
+        assert await transfer.recvfrom() == (b"ACK 1", seen[0])
         nursery.cancel_scope.cancel()
 
 

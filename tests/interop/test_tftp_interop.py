@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from netlab.proto.tftp_packet import Error, ErrorCode, Opcode, Request, decode_packet_untrusted, encode
+from tests.clients.procs import netlab_process, wait_for_line
 from tests.conftest import require_tool
 from tests.tftp_support import REPO, netlab_tftpd, sha256
 
@@ -31,6 +33,7 @@ def root(tmp_path: Path) -> Path:
     path.mkdir()
     path.chmod(0o777)  # in.tftpd works as "nobody"
     files = {"text.txt": TEXT, "random.bin": os.urandom(1_000_000), "small.bin": os.urandom(5000)}
+    files["medium.bin"] = os.urandom(40_000)
     files |= {f"size{n}.bin": os.urandom(n) for n in (0, 511, 512, 513)}
     for name, content in files.items():
         (path / name).write_bytes(content)
@@ -217,8 +220,7 @@ def in_tftpd(root: Path) -> Iterator[str]:
     command = [binary, "-L", "-a", f"127.0.0.1:{port}", "-s", "-c", "-u", "nobody", "-B", "65464", str(root)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.3)  # it binds before it can answer; there is no readiness signal
-        assert proc.poll() is None, f"in.tftpd exited with status {proc.returncode}"
+        _wait_until_tftp_answers(port, proc)
         yield f"127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -227,6 +229,21 @@ def in_tftpd(root: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _wait_until_tftp_answers(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Ask for a file that is not there until the server answers (it has no readiness signal)."""
+    probe = encode(Request(Opcode.RRQ, "no-such-file-probe", "octet", {}))
+    deadline = time.monotonic() + 10
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"in.tftpd exited with status {proc.returncode}"
+            s.sendto(probe, ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                if isinstance(decode_packet_untrusted(s.recv(1024)), Error):
+                    return
+    raise AssertionError("in.tftpd never answered")
 
 
 def netlab_tftp(*args: str) -> subprocess.CompletedProcess[str]:
@@ -270,11 +287,35 @@ def test_netlab_client_netascii_against_tftpd_hpa(root: Path, tmp_path: Path) ->
 # -- across the link emulator -----------------------------------------------------------------
 
 
-@pytest.mark.skip(
-    reason="placeholder: TFTP across `netlab link` needs the relay to follow the server's transfer ID "
-    "(RFC 1350: replies come from a new port, which the relay does not forward); the same property "
-    "(10% loss and reordering, exact checksum) is tested in process by tests/servers/"
-    "test_tftp_server.py::test_lossy_reordering_network_delivers_the_right_bytes"
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("name", "flags"),
+    [
+        # Lockstep recovers only by timeout (RFC 1350), about 1 s per loss: a small file.
+        ("medium.bin", ["--blksize", "1428"]),
+        ("random.bin", ["--windowsize", "8", "--blksize", "1428"]),
+    ],
+    ids=["lockstep", "window8"],
 )
-def test_transfer_across_netlab_link_with_loss_and_reordering() -> None:
-    """To be written against the relay: get and put through 10% loss and reordering."""
+def test_transfer_across_netlab_link_with_loss_and_reordering(
+    server: str, root: Path, tmp_path: Path, name: str, flags: list[str]
+) -> None:
+    """Get and put through ``netlab link`` with 10% loss and reordering both ways.
+
+    The server answers from a fresh port per transfer (its TID); the relay follows it.
+    """
+    impairments = ["--loss", "10%", "--reorder", "10%", "--delay", "1ms", "--jitter", "1ms", "--seed", "7"]
+    with netlab_process("link", "--listen", "127.0.0.1:0", "--to", server, *impairments) as link:
+        relay_port = wait_for_line(link, r"relaying 127\.0\.0\.1:(\d+)")[1]
+        relay = f"127.0.0.1:{relay_port}"
+        got = netlab_tftp("get", "--timeout", "1", *flags, relay, name, str(tmp_path / "got"))
+        assert got.returncode == 0, got.stderr
+        assert sha256(tmp_path / "got") == sha256(root / name)
+        put = netlab_tftp("put", "--timeout", "1", *flags, relay, "through-link.bin", str(tmp_path / "got"))
+        assert put.returncode == 0, put.stderr
+        assert sha256(root / "through-link.bin") == sha256(root / name)
+        link.send_signal(signal.SIGTERM)
+        out, _ = link.communicate(timeout=30)
+    lost = [int(n) for n in re.findall(r"(\d+) lost, ", out)]
+    assert len(lost) == 2  # both directions reported ...
+    assert sum(lost) > 0  # ... and the link really dropped datagrams on the way
