@@ -153,6 +153,14 @@ class LabInfo:
         port = "" if self.web_port == 80 else f":{self.web_port}"
         return f"http://{self.web_origin.name}{port}/"
 
+    def host_port(self, well_known: int) -> int:
+        """The port the lab's hosts first try for a service whose usual port is ``well_known``.
+
+        That port itself when the lab's name servers have port 53 (the process may bind low
+        ports), else the lab's one high port, so one number reaches every lab host.
+        """
+        return well_known if self.port == 53 else self.port
+
     @property
     def root_addresses(self) -> list[Addr]:
         return [(host.address, self.port) for host in self.root_hints]
