@@ -11,6 +11,10 @@ everything and a dead one that swallows every UDP query (and has no TCP listener
 
 ``start_lab`` is a trio task: ``info = await nursery.start(start_lab)``; cancel the nursery to
 stop it.  The names, addresses and what each case is for are listed in the README.
+
+The lab's hosts live beside it: the web origin (:mod:`netlab.lab.web`, serving the site of
+:mod:`netlab.lab.site`) and, in ``servers/lab_mail.py``, the mail exchangers.  Whoever starts
+them adds their ports to the lab's record (:func:`record_in_lab`), where clients find them.
 """
 
 from __future__ import annotations
