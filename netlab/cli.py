@@ -119,7 +119,7 @@ def dns() -> None:
 
 @main.group(cls=LazyGroup, lazy={"up": "servers.lab:up_command", "zones": "servers.lab:zones_command"})
 def lab() -> None:
-    """The offline lab Internet: root, TLD and authoritative DNS servers on 127.0.0.x."""
+    """The offline lab Internet: DNS root, TLD and authoritative servers, a web origin, on 127.0.0.x."""
 
 
 @main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
@@ -160,7 +160,10 @@ def _no_daemon(ok: bool) -> None:
     help="Where a daemon writes its logs (default: next to the pidfile).",
 )
 @click.option(
-    "--lab", is_flag=True, help="Also run the offline lab Internet (DNS root, TLDs, zones on 127.0.0.x)."
+    "--lab",
+    is_flag=True,
+    help="Also run the offline lab Internet (DNS, a web origin, two mail domains on 127.0.0.x) "
+    "and point the resolver, proxy and mail relay at it.",
 )
 def up(
     config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: Path | None, lab: bool

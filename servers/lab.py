@@ -171,7 +171,7 @@ def pointed_at_lab(factory: ServiceFactory) -> ServiceFactory:
 def up_command(
     config_file: Path | None, port: int | None, state_dir: str | None, query_log: bool | None
 ) -> None:
-    """Run the offline lab Internet alone, until Ctrl-C."""
+    """Run the offline lab Internet alone (name servers and web origin), until Ctrl-C."""
     config = load_config(
         config_file, {"lab": {"enabled": True, "port": port, "state_dir": state_dir, "query_log": query_log}}
     )
