@@ -90,7 +90,10 @@ class WebOrigin:
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             reply = plain_reply(status, why, self.clock())
             reply.headers.append((b"Connection", b"close"))
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            with (
+                trio.move_on_after(IDLE_TIMEOUT),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
                 await _send(conn, stream, reply)
 
     def _log(self, peer: str, request: h11.Request, reply: Reply) -> None:
