@@ -33,6 +33,7 @@ SERVICES: Sequence[str] = (
     "servers.dns_resolver:service",
     "servers.lab_mail:service",  # after the resolver, before the relay that delivers to it
     "servers.rdt:service",
+    "servers.tftp:service",
     "servers.proxy:service",
     "servers.smtp:service",
     "servers.pop3:service",
@@ -93,6 +94,8 @@ def load_config(
         "smtpd": "servers.smtp:command",
         "pop3d": "servers.pop3:command",
         "mail": "clients.mail:command",
+        "tftp": "clients.tftp:command",
+        "tftpd": "servers.tftp:command",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -31,6 +31,7 @@ __all__ = [
     "RdtConfig",
     "ResolverConfig",
     "SmtpConfig",
+    "TftpConfig",
     "data_path",
     "load",
     "override",
@@ -235,6 +236,29 @@ class Pop3Config:
 
 
 @dataclasses.dataclass(frozen=True)
+class TftpConfig:
+    """The TFTP server (``[tftp]``)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:6969"
+    #: The one directory served; empty means ``<data_dir>/tftp`` (created on start).
+    root: str = ""
+    allow_upload: bool = False
+    overwrite: bool = False
+    #: The largest file a client may upload, in bytes.
+    max_upload_size: int = 1 << 30
+    #: Transfers running at once; further requests are refused until one ends.
+    max_transfers: int = 100
+    #: Upper limits for the blksize (RFC 2348) and windowsize (RFC 7440) options.
+    max_blksize: int = 65464
+    max_windowsize: int = 64
+    #: Seconds before the first retransmission when the client negotiates no timeout.
+    timeout: float = 1.0
+    #: Consecutive timeouts before a transfer is abandoned.
+    retries: int = 6
+
+
+@dataclasses.dataclass(frozen=True)
 class NetlabConfig:
     """The effective configuration of the whole suite: one attribute per TOML table."""
 
@@ -246,6 +270,7 @@ class NetlabConfig:
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     smtp: SmtpConfig = dataclasses.field(default_factory=SmtpConfig)
     pop3: Pop3Config = dataclasses.field(default_factory=Pop3Config)
+    tftp: TftpConfig = dataclasses.field(default_factory=TftpConfig)
 
 
 def data_path(config: NetlabConfig, explicit: str, default_subdir: str) -> Path:
