@@ -31,6 +31,7 @@ SERVICES: Sequence[str] = (
     "servers.lab:service",  # first, so that the servers after it can be pointed at the lab
     "servers.dns_auth:service",
     "servers.dns_resolver:service",
+    "servers.lab_mail:service",  # after the resolver, before the relay that delivers to it
     "servers.rdt:service",
     "servers.tftp:service",
     "servers.proxy:service",
@@ -121,7 +122,7 @@ def dns() -> None:
 
 @main.group(cls=LazyGroup, lazy={"up": "servers.lab:up_command", "zones": "servers.lab:zones_command"})
 def lab() -> None:
-    """The offline lab Internet: root, TLD and authoritative DNS servers on 127.0.0.x."""
+    """The offline lab Internet: DNS root, TLD and authoritative servers, a web origin, on 127.0.0.x."""
 
 
 @main.group(cls=LazyGroup, lazy={"send": "clients.rdt:command", "recv": "servers.rdt:command"})
@@ -136,9 +137,16 @@ def config() -> None:
 
 @config.command("show")
 @config_option
-def config_show(config_file: Path | None) -> None:
+@click.option("--lab", is_flag=True, help="As `netlab up --lab` runs it: pointed at the (running) lab.")
+def config_show(config_file: Path | None, lab: bool) -> None:
     """Print the effective configuration (defaults, then the file) as TOML."""
-    click.echo(configmod.render_toml(load_config(config_file)), nl=False)
+    config = load_config(config_file, {"lab": {"enabled": True if lab else None}})
+    if config.lab.enabled:
+        from servers.lab import describe_pointing
+
+        config, notes = describe_pointing(config)
+        click.echo("".join(f"# {note}\n" for note in notes), nl=False)
+    click.echo(configmod.render_toml(config), nl=False)
 
 
 def _no_daemon(ok: bool) -> None:
@@ -155,14 +163,22 @@ def _no_daemon(ok: bool) -> None:
     help="Where a daemon writes its logs (default: next to the pidfile).",
 )
 @click.option(
-    "--lab", is_flag=True, help="Also run the offline lab Internet (DNS root, TLDs, zones on 127.0.0.x)."
+    "--lab",
+    is_flag=True,
+    help="Also run the offline lab Internet (DNS, a web origin, two mail domains on 127.0.0.x) "
+    "and point the resolver, proxy and mail relay at it.",
 )
 def up(
     config_file: Path | None, daemon: bool, pidfile: Path | None, log_file: Path | None, lab: bool
 ) -> None:
     """Run every server of the suite on loopback until Ctrl-C or SIGTERM."""
     config = load_config(config_file, {"lab": {"enabled": True if lab else None}})
-    services = [s for s in (_import(t)(config) for t in SERVICES) if s is not None]
+    factories = [_import(t) for t in SERVICES]
+    if config.lab.enabled:
+        from servers.lab import pointed_at_lab
+
+        factories = [pointed_at_lab(f) for f in factories]
+    services = [s for s in (f(config) for f in factories) if s is not None]
     notify: Callable[[bool], None] = _no_daemon
     if daemon:
         from netlab.daemon import DaemonError, daemonize

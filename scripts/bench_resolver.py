@@ -10,15 +10,17 @@ query logs off, pinned to the same CPU with dnsperf on the other; runs alternate
 2. Cold cache: before every question both resolvers forget everything they learnt: unbound by
    ``unbound-control reload`` and ``flush_infra all``, netlab by SIGHUP (cache, server
    statistics and kept replies); the time to the answer, measured at the client.
-   ``www.shop.test`` takes three servers (the root, ``test.``, ``shop.test.``);
+   ``www.eu.shop.test`` is three delegations deep: four servers (the root, ``test.``,
+   ``shop.test.``, ``eu.shop.test.``); ``www.shop.test`` takes three;
    ``www.beta.test`` adds a glueless delegation (its server's address is looked up under
    ``example.``); ``images.shop.test`` is a CNAME chain into ``cdn.example.``.
 3. Memory: fresh resolvers asked 100,000 distinct names once each; the growth of their resident
    set size divided by the names answered.
 
-Results go to docs/bench/resolver.csv and docs/bench/resolver.md.
+Results go to docs/bench/resolver.csv and docs/bench/resolver.md.  ``--only PART`` (repeatable)
+runs only those parts and keeps the other parts' results from the CSV of an earlier run.
 
-    python scripts/bench_resolver.py [--duration 10] [--repeats 3] [--names 100000]
+    python scripts/bench_resolver.py [--duration 10] [--repeats 3] [--names 100000] [--only cold]
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from bench_dns import dnsperf, free_port, pinned, stop, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_NAMES = [f"w{i}.apps.shop.test A" for i in range(100)]
-COLD_NAMES = ["www.shop.test", "www.beta.test", "images.shop.test"]
+COLD_NAMES = ["www.eu.shop.test", "www.shop.test", "www.beta.test", "images.shop.test"]
+PARTS = ("warm", "cold", "memory")
 SERVERS = ("netlab", "unbound")
 
 UNBOUND_CONF = """server:
@@ -277,10 +280,16 @@ def write_results(rows: list[Row], args: argparse.Namespace, unbound_version: st
     mem = m("memory", "bytes_per_name")
     names = m("memory", "names")
     cold = "\n".join(cold_lines)
+    only = "".join(f" --only {part}" for part in args.only or ())
+    kept = (
+        f"\n\nThis run measured only: {', '.join(args.only)}; the rest is from an earlier run."
+        if only
+        else ""
+    )
     text = f"""# Recursive resolver: netlab dns resolver vs unbound
 
 `python scripts/bench_resolver.py --duration {args.duration} --repeats {args.repeats} \
---cold-repeats {args.cold_repeats} --names {args.names}`
+--cold-repeats {args.cold_repeats} --names {args.names}{only}`{kept}
 
 Both resolvers resolve from the offline lab (port 53 of 127.0.0.x) with its root hints: netlab's
 in one process with its query log off; {unbound_version}, one thread, iterator only, caches sized
@@ -311,11 +320,11 @@ client.
 | --- | ---: | ---: | ---: | ---: |
 {cold}
 
-Target: at most 2x unbound.  `www.shop.test` is answered by the third server down (the root,
-`test.`, `shop.test.`: the lab's deepest delegation), after priming (RFC 8109);
-`www.beta.test` adds a glueless delegation whose server's address is looked up under `example.`
-first; `images.shop.test` is a CNAME chain that continues under `cdn.example.`.  Both resolvers
-prime and minimise the names they send (RFC 9156).
+Target: at most 2x unbound.  `www.eu.shop.test` is three delegations deep: it is answered by the
+fourth server down (the root, `test.`, `shop.test.`, `eu.shop.test.`), after priming (RFC 8109);
+`www.shop.test` by the third; `www.beta.test` adds a glueless delegation whose server's address
+is looked up under `example.` first; `images.shop.test` is a CNAME chain that continues under
+`cdn.example.`.  Both resolvers prime and minimise the names they send (RFC 9156).
 
 ## 3. Memory: {int(names("netlab"))} names cached
 
@@ -336,6 +345,18 @@ Every run is in `resolver.csv`.
     )
     print(cold.replace("|", " "))
     print(f"memory: netlab {mem('netlab'):.0f} B/name, unbound {mem('unbound'):.0f} B/name")
+
+
+def earlier_rows(parts: set[str]) -> list[Row]:
+    """The rows of ``parts`` from the CSV of an earlier run (for ``--only``)."""
+    rows = []
+    with open(ROOT / "docs" / "bench" / "resolver.csv", newline="") as f:
+        for raw in csv.DictReader(f):
+            if raw["test"].split()[0] in parts:
+                rows.append(
+                    Row(raw["test"], raw["server"], int(raw["repeat"]), raw["metric"], float(raw["value"]))
+                )
+    return rows
 
 
 def start_lab(workdir: Path, config: Path) -> subprocess.Popen[bytes]:
@@ -362,6 +383,12 @@ def main() -> None:
     parser.add_argument("--names", type=int, default=100_000, help="names for the memory test")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and dnsperf to CPUs")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable); keep the others' results",
+    )
     args = parser.parse_args()
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     dnsperf_path = shutil.which("dnsperf")
@@ -386,13 +413,13 @@ def main() -> None:
             1 if pin else None,
             0 if pin else None,
         )
+        parts = {"warm": warm_cache, "cold": cold_cache, "memory": memory}
+        rows = earlier_rows(set(PARTS) - set(args.only)) if args.only else []
         try:
-            print("1. warm cache")
-            rows = warm_cache(bench, args)
-            print("2. cold cache")
-            rows += cold_cache(bench, args)
-            print("3. memory")
-            rows += memory(bench, args)
+            for number, (part, run) in enumerate(parts.items(), 1):
+                if not args.only or part in args.only:
+                    print(f"{number}. {part}")
+                    rows += run(bench, args)
         finally:
             stop(lab)
     write_results(rows, args, version.replace("Version ", "unbound "))

@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import random
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from importlib import resources
@@ -42,7 +42,7 @@ from netlab.aio.dns_sockets import bind_dns
 from netlab.aio.shutdown import Lifetime, Service, run_services, serve_until_stopping
 from netlab.cli import config_option, load_config
 from netlab.config import NetlabConfig, ResolverConfig
-from netlab.lab import LabInfo, running_lab, state_dir
+from netlab.lab import LabInfo, record_in_lab, running_lab, state_dir
 from netlab.proto.dns_cache import DnsCache
 from netlab.proto.dns_hints import RootHints, parse_root_hints
 from netlab.proto.dns_resolve import Answer, Resolver, ResolverSettings
@@ -156,9 +156,13 @@ async def serve(
     hints: RootHints,
     lifetime: Lifetime,
     *,
+    announce: Callable[[str], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Bind, resolve for allowed clients until ``lifetime`` stops, then return."""
+    """Bind, resolve for allowed clients until ``lifetime`` stops, then return.
+
+    ``announce`` is told where the resolver answers (HOST:PORT) once it is bound.
+    """
     endpoint, listener = await bind_dns(*parse_hostport(cfg.listen, default_port=53))
     listeners = [listener]
     resolver = IterativeResolver(build_resolver(cfg, hints))
@@ -166,6 +170,8 @@ async def serve(
     handler = ResolverHandler(resolver, cfg.allow)
     server = CheckedServer(handler, handler.allowed, settings, clock=trio.current_time, name="resolver")
     where = format_hostport(*endpoint.local_address)
+    if announce is not None:
+        await announce(where)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -208,13 +214,23 @@ async def serve_lab(
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """:func:`serve`, pointed at the lab recorded in ``lab_state`` (its root and its port)."""
+    """:func:`serve`, pointed at the lab recorded in ``lab_state`` (its root and its port).
+
+    It records where it answers in the lab's record, for the lab's mail exchangers, the proxy
+    and the mail relay that ``netlab up --lab`` starts after it.
+    """
     try:
         info = await trio.to_thread.run_sync(LabInfo.load, lab_state)
     except (OSError, ValueError, KeyError) as exc:
         raise click.ClickException(f"no running lab recorded in {lab_state} ({exc}): start it first") from exc
     hints = parse_root_hints(info.hints_text())
-    await serve(replace(cfg, upstream_port=info.port), hints, lifetime, task_status=task_status)
+
+    async def announce(where: str) -> None:
+        await trio.to_thread.run_sync(partial(record_in_lab, lab_state, resolver=where))
+
+    await serve(
+        replace(cfg, upstream_port=info.port), hints, lifetime, announce=announce, task_status=task_status
+    )
 
 
 def service(config: NetlabConfig) -> Service | None:

@@ -11,17 +11,21 @@ everything and a dead one that swallows every UDP query (and has no TCP listener
 
 ``start_lab`` is a trio task: ``info = await nursery.start(start_lab)``; cancel the nursery to
 stop it.  The names, addresses and what each case is for are listed in the README.
+
+The lab's hosts live beside it: the web origin (:mod:`netlab.lab.web`, serving the site of
+:mod:`netlab.lab.site`) and, in ``servers/lab_mail.py``, the mail exchangers.  Whoever starts
+them adds their ports to the lab's record (:func:`record_in_lab`), where clients find them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -30,6 +34,7 @@ from netlab.aio.dns_server import DnsServer, DnsServerSettings
 from netlab.aio.dns_sockets import bind_dns
 from netlab.aio.endpoint import Addr, UdpEndpoint, open_udp_endpoint
 from netlab.config import NetlabConfig, data_path
+from netlab.lab.ports import bind_same_port, close_all
 from netlab.proto.dns_auth import Authority
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "LabInfo",
     "LabServer",
     "MailDomain",
+    "record_in_lab",
     "root_hints_path",
     "running_lab",
     "start_lab",
@@ -48,8 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-BIND_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ SERVERS: tuple[LabServer, ...] = (
     LabServer("ns1.lame.test", "127.0.0.14", (), "lame: REFUSED to everything"),
     LabServer("ns1.dead.test", "127.0.0.15", (), "dead: never answers", silent=True),
     LabServer("ns2.backup.test", "127.0.0.16", ("backup.test.zone",), "the live one of backup.test's two"),
+    LabServer("ns1.eu.shop.test", "127.0.0.17", ("eu.shop.test.zone",), "three delegations below the root"),
 )
 WEB_ORIGIN = LabHost("www.shop.test", "127.0.0.80")
 MAIL_DOMAINS: tuple[MailDomain, ...] = (
@@ -136,6 +141,29 @@ class LabInfo:
     servers: tuple[LabServer, ...] = SERVERS
     web_origin: LabHost = WEB_ORIGIN
     mail_domains: tuple[MailDomain, ...] = MAIL_DOMAINS
+    #: Where the lab's hosts listen, recorded by whoever starts them (None: not running): the
+    #: web origin's HTTP port, the mail exchangers' SMTP port and their POP3 port.
+    web_port: int | None = None
+    mail_port: int | None = None
+    pop3_port: int | None = None
+    #: The suite's resolver that resolves from this lab (HOST:PORT), once it runs.
+    resolver: str = ""
+
+    @property
+    def web_url(self) -> str | None:
+        """The web origin's front page, by name (None while the origin is not running)."""
+        if self.web_port is None:
+            return None
+        port = "" if self.web_port == 80 else f":{self.web_port}"
+        return f"http://{self.web_origin.name}{port}/"
+
+    def host_port(self, well_known: int) -> int:
+        """The port the lab's hosts first try for a service whose usual port is ``well_known``.
+
+        That port itself when the lab's name servers have port 53 (the process may bind low
+        ports), else the lab's one high port, so one number reaches every lab host.
+        """
+        return well_known if self.port == 53 else self.port
 
     @property
     def root_addresses(self) -> list[Addr]:
@@ -166,6 +194,10 @@ class LabInfo:
             mail_domains=tuple(
                 MailDomain(m["domain"], tuple(LabHost(**h) for h in m["mx"])) for m in raw["mail_domains"]
             ),
+            web_port=raw.get("web_port"),
+            mail_port=raw.get("mail_port"),
+            pop3_port=raw.get("pop3_port"),
+            resolver=raw.get("resolver", ""),
         )
 
     def save(self, directory: Path) -> None:
@@ -182,6 +214,17 @@ class LabInfo:
         return cls.from_json((directory / "lab.json").read_text(encoding="utf-8"))
 
 
+def record_in_lab(directory: Path, **changes: Any) -> LabInfo:
+    """Add to the running lab's record in ``directory`` (a port, an address) what was started.
+
+    Raises:
+        OSError, ValueError: no lab is recorded there.
+    """
+    info = dataclasses.replace(LabInfo.load(directory), **changes)
+    info.save(directory)
+    return info
+
+
 def load_authorities(directory: Path | None = None) -> dict[str, Authority]:
     """Each lab server's zones by its address, read from ``directory`` (default: the shipped ones)."""
     directory = directory or zone_dir()
@@ -193,7 +236,27 @@ def load_authorities(directory: Path | None = None) -> dict[str, Authority]:
     return {spec.address: Authority(zones[name] for name in spec.zones) for spec in SERVERS}
 
 
-_Sockets = dict[str, tuple[UdpEndpoint, trio.SocketListener | None]]
+@dataclass
+class _DnsSockets:
+    """One lab name server's sockets: UDP, and TCP unless it is the silent one."""
+
+    udp: UdpEndpoint
+    tcp: trio.SocketListener | None
+
+    @property
+    def port(self) -> int:
+        return self.udp.local_address[1]
+
+    async def aclose(self) -> None:
+        await self.udp.aclose()
+        if self.tcp is not None:
+            await self.tcp.aclose()
+
+
+async def _bind_server(address: str, port: int) -> _DnsSockets:
+    if any(spec.silent for spec in SERVERS if spec.address == address):
+        return _DnsSockets(await open_udp_endpoint(address, port), None)
+    return _DnsSockets(*await bind_dns(address, port))
 
 
 async def start_lab(
@@ -215,76 +278,29 @@ async def start_lab(
         OSError: the given port cannot be bound on every lab address.
     """
     authorities = await trio.to_thread.run_sync(load_authorities, zones)
-    sockets = await _bind_all(port)
-    chosen = next(iter(sockets.values()))[0].local_address[1]
+    sockets = await bind_same_port([s.address for s in SERVERS], port, _bind_server, fallback=port == 53)
+    chosen = next(iter(sockets.values())).port
     settings = DnsServerSettings(udp_workers=2, replay_cache=2_000, query_log=query_log)
     try:
         async with trio.open_nursery() as nursery:
             for spec in SERVERS:
-                udp, listener = sockets[spec.address]
+                bound = sockets[spec.address]
                 if spec.silent:
-                    nursery.start_soon(_swallow, udp)
+                    nursery.start_soon(_swallow, bound.udp)
                     continue
-                assert listener is not None
+                assert bound.tcp is not None
                 server = DnsServer(AuthoritativeHandler(authorities[spec.address]), settings, name="lab")
-                nursery.start_soon(server.serve_udp, udp)
-                await nursery.start(server.serve_tcp, [listener])
+                nursery.start_soon(server.serve_udp, bound.udp)
+                await nursery.start(server.serve_tcp, [bound.tcp])
             root = SERVERS[0]
             info = LabInfo(port=chosen, root_hints=(LabHost(root.name, root.address),))
             log.info("lab up on port %d: %d servers, root %s", chosen, len(SERVERS), root.address)
             task_status.started(info)
     finally:
-        for udp, listener in sockets.values():
-            await udp.aclose()
-            if listener is not None:
-                await listener.aclose()
+        await close_all(list(sockets.values()))
 
 
 async def _swallow(udp: UdpEndpoint) -> None:
     """The dead server: read every query and answer none (no ICMP error either)."""
     while True:
         await udp.recvfrom()
-
-
-async def _bind_all(port: int) -> _Sockets:
-    if port == 53:
-        try:
-            return await _bind_on(53)
-        except OSError as exc:
-            log.info("lab: cannot bind port 53 (%s); using a free high port", exc.strerror)
-            port = 0
-    if port:
-        return await _bind_on(port)
-    for _ in range(BIND_ATTEMPTS):
-        # The first server picks a free port; the others must get the same number.
-        first = SERVERS[0].address
-        udp, listener = await bind_dns(first, 0)
-        try:
-            rest = await _bind_on(udp.local_address[1], skip=first)
-        except OSError as exc:
-            await udp.aclose()
-            await listener.aclose()
-            if exc.errno == errno.EADDRINUSE:
-                continue
-            raise
-        return {first: (udp, listener), **rest}
-    raise OSError(errno.EADDRINUSE, "no port free on every lab address")
-
-
-async def _bind_on(port: int, *, skip: str | None = None) -> _Sockets:
-    sockets: _Sockets = {}
-    try:
-        for spec in SERVERS:
-            if spec.address == skip:
-                continue
-            if spec.silent:
-                sockets[spec.address] = (await open_udp_endpoint(spec.address, port), None)
-            else:
-                sockets[spec.address] = await bind_dns(spec.address, port)
-    except BaseException:
-        for udp, listener in sockets.values():
-            await udp.aclose()
-            if listener is not None:
-                await listener.aclose()
-        raise
-    return sockets

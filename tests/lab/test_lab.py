@@ -66,8 +66,25 @@ async def test_documented_names_resolve(lab: LabInfo) -> None:
         "80.0.0.127.in-addr.arpa. PTR www.shop.test."
     ]
     assert data(await trace(lab, "www.backup.test")) == ["www.backup.test. A 127.0.0.80"]
+    assert data(await trace(lab, "www.eu.shop.test")) == ["www.eu.shop.test. A 127.0.0.80"]
     nx = await trace(lab, "x.b.apps.shop.test")
     assert nx.rcode == 3
+
+
+async def test_eu_shop_test_is_a_third_delegation(lab: LabInfo) -> None:
+    """www.eu.shop.test is three referrals down: the root, test. and shop.test. each refer."""
+    steps = [("127.0.0.2", "test."), ("127.0.0.3", "shop.test."), ("127.0.0.10", "eu.shop.test.")]
+    for server, zone_cut in steps:
+        reply = DNSRecord.parse(
+            await exchange_udp(DNSRecord.question("www.eu.shop.test").pack(), (server, lab.port))
+        )
+        assert not reply.rr and not reply.header.aa
+        assert [str(rr.rname) for rr in reply.auth] == [zone_cut]
+    assert [(str(rr.rname), str(rr.rdata)) for rr in reply.ar] == [("ns1.eu.shop.test.", "127.0.0.17")]
+    answer = DNSRecord.parse(
+        await exchange_udp(DNSRecord.question("www.eu.shop.test").pack(), ("127.0.0.17", lab.port))
+    )
+    assert answer.header.aa and [str(rr.rdata) for rr in answer.rr] == ["127.0.0.80"]
 
 
 @pytest.mark.timeout(60)
