@@ -197,7 +197,7 @@ def up(
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(
+            lifetime = await nursery.start(
                 partial(
                     run_services,
                     services,
@@ -205,8 +205,9 @@ def up(
                     on_started=on_started,
                 )
             )
-            click.echo(f"netlab: {len(services)} services up; Ctrl-C or SIGTERM stops them")
-            sys.stdout.flush()
+            if not lifetime.stopping.is_set():  # not stopped while it was starting
+                click.echo(f"netlab: {len(services)} services up; Ctrl-C or SIGTERM stops them")
+                sys.stdout.flush()
             notify(True)
 
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import selectors
 import signal
@@ -11,10 +12,27 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from netlab import config as configmod
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["ROOT", "netlab", "read_line", "running", "stop"]
+__all__ = ["ROOT", "isolated_config", "netlab", "read_line", "running", "stop"]
+
+
+def isolated_config(tmp_path: Path, **tables: dict[str, Any]) -> Path:
+    """A configuration file keeping every service on free loopback ports and its data under
+    ``tmp_path``, with ``tables`` (``lab={"port": 0}``...) set on top; returns its path."""
+    config = configmod.override(configmod.NetlabConfig(), "general", {"data_dir": str(tmp_path / "data")})
+    for table in dataclasses.fields(config):
+        if hasattr(getattr(config, table.name), "listen"):
+            config = configmod.override(config, table.name, {"listen": "127.0.0.1:0"})
+    for name, values in tables.items():
+        config = configmod.override(config, name, values)
+    path = tmp_path / "netlab.toml"
+    path.write_text(configmod.render_toml(config))
+    return path
 
 
 def netlab(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:

@@ -1,10 +1,12 @@
 """Running services until Ctrl-C or SIGTERM, then shutting them down gracefully.
 
 Strategy (as hypercorn does it): on the first SIGINT or SIGTERM the :class:`Lifetime`'s
-``stopping`` event is set.  Every service stops accepting new work when it sees it and lets its
-running sessions finish; the whole nursery gets ``grace_period`` seconds for that before it is
-cancelled.  A second signal cancels at once.  The process then exits with status 0, which is
-what a service manager expects from a requested stop.
+``stopping`` event is set.  Services are then stopped one by one in the reverse of the order they
+started in (a later one may stand on an earlier one, as everything stands on the lab): each stops
+accepting new work when its own lifetime says so and lets its running sessions finish; the whole
+nursery gets ``grace_period`` seconds for all that before it is cancelled.  A second signal
+cancels at once.  A stop during start-up starts nothing more.  The process then exits with
+status 0, which is what a service manager expects from a requested stop.
 """
 
 from __future__ import annotations
@@ -92,10 +94,28 @@ async def run_services(
             helpers.start_soon(_grace)
             with services_scope:
                 async with trio.open_nursery() as nursery:
+                    started: list[tuple[Lifetime, trio.Event]] = []
                     for service in services:
-                        lines = await nursery.start(service.serve, lifetime)
+                        if lifetime.stopping.is_set():
+                            break  # a stop during start-up: start nothing more
+                        own, done = Lifetime(), trio.Event()
+                        lines = await nursery.start(_run_one, service, own, done)
+                        started.append((own, done))
                         on_started(service, lines)
                     task_status.started(lifetime)
-                    # Services return once they have drained; until then the nursery waits.
                     await lifetime.stopping.wait()
+                    # Later services may stand on earlier ones (everything on the lab, the proxy
+                    # on the resolver): stop them in reverse order, each drained before the next.
+                    for own, done in reversed(started):
+                        own.stop()
+                        await done.wait()
             helpers.cancel_scope.cancel()
+
+
+async def _run_one(
+    service: Service, lifetime: Lifetime, done: trio.Event, *, task_status: trio.TaskStatus[list[str]]
+) -> None:
+    try:
+        await service.serve(lifetime, task_status=task_status)
+    finally:
+        done.set()

@@ -1,8 +1,7 @@
-"""Running the real ``netlab`` command in tests: isolated configuration, bounded waits, stop by PID."""
+"""Running the real ``netlab`` command in tests: bounded waits, stop by PID."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import selectors
 import signal
@@ -11,20 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from netlab import config as configmod
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def isolated_config(tmp_path: Path) -> Path:
-    """A configuration file that keeps every service on free loopback ports and under tmp_path."""
-    config = configmod.override(configmod.NetlabConfig(), "general", {"data_dir": str(tmp_path / "data")})
-    for table in dataclasses.fields(config):
-        if hasattr(getattr(config, table.name), "listen"):
-            config = configmod.override(config, table.name, {"listen": "127.0.0.1:0"})
-    path = tmp_path / "netlab.toml"
-    path.write_text(configmod.render_toml(config))
-    return path
 
 
 def netlab_command(*args: str) -> list[str]:

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from netlab.cli import main
 from netlab.daemon import read_pidfile
+from tests.processes import isolated_config
 
-from .procs import ROOT, isolated_config, netlab_command, read_until, spawn, stop
+from .procs import ROOT, netlab_command, read_until, spawn, stop
 
 
 def _walk(group: click.Group, ctx: click.Context, path: list[str]) -> list[list[str]]:

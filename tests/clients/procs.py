@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import select
 import socket
@@ -39,21 +40,34 @@ def netlab_process(*args: str) -> Iterator[subprocess.Popen[str]]:
                 proc.wait()
 
 
+_pending: dict[int, bytes] = {}  # output read past the last line matched, by PID
+
+
 def wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 20.0) -> re.Match[str]:
-    """The first line of the process's stdout that matches ``pattern``, within ``timeout`` seconds."""
+    """The first line of the process's stdout that matches ``pattern``, within ``timeout`` seconds.
+
+    Reads the descriptor itself: a buffered ``readline`` could take several lines at once and
+    leave ``select`` waiting for data that has already arrived.
+    """
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
-    seen = []
-    while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([proc.stdout], [], [], remaining)
-        if not ready:
+    buffer = _pending.pop(proc.pid, b"")
+    seen: list[str] = []
+    while True:
+        while b"\n" in buffer:
+            raw, buffer = buffer.split(b"\n", 1)
+            seen.append(raw.decode(errors="replace"))
+            if match := re.search(pattern, seen[-1]):
+                _pending[proc.pid] = buffer
+                return match
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
             break
-        line = proc.stdout.readline()
-        if not line:
+        chunk = os.read(fd, 65536)
+        if not chunk:
             break
-        seen.append(line)
-        if match := re.search(pattern, line):
-            return match
+        buffer += chunk
     raise AssertionError(f"no line matching {pattern!r} in {seen!r} (exit status {proc.poll()})")
 
 

@@ -15,7 +15,7 @@ from netlab.config import DnsConfig
 from netlab.lab import zone_dir
 from netlab.proto.dns_zone import ZoneError
 from servers.dns_auth import load_zones, serve
-from tests.processes import netlab, read_line, running
+from tests.processes import isolated_config, netlab, read_line, running
 
 ZONES = [str(zone_dir() / name) for name in ("test.zone", "shop.test.zone", "example.zone")]
 
@@ -75,18 +75,16 @@ def test_serve_then_dig(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_up_with_the_lab(tmp_path: Path) -> None:
-    config = tmp_path / "netlab.toml"
-    config.write_text(
-        f'[general]\ndata_dir = "{tmp_path}"\n'
-        "[lab]\nport = 0\n"
-        f'[dns]\nlisten = "127.0.0.1:0"\nzones = ["{ZONES[1]}"]\n'
-    )
-    with running([sys.executable, "-m", "netlab", "up", "--lab", "--config", str(config)]) as proc:
+    # Every other service on a free port too: nothing here depends on a fixed one being free.
+    config = isolated_config(tmp_path, lab={"port": 0}, dns={"zones": [ZONES[1]]})
+    with running(
+        [sys.executable, "-m", "netlab", "up", "--lab", "--config", str(config)], stderr=tmp_path / "err"
+    ) as proc:
         lines = [read_line(proc)]
         while not lines[-1].startswith("dns"):
             lines.append(read_line(proc))
         assert lines[0].startswith("lab      lab on port ")
-        assert (tmp_path / "lab" / "lab.json").exists()
+        assert (tmp_path / "data" / "lab" / "lab.json").exists()
         # dig +trace finds the running lab's hints and port by itself.
         out = netlab(
             "--log-level", "ERROR", "dig", "+trace", "www.shop.test", "--config", str(config), check=True
@@ -94,4 +92,4 @@ def test_up_with_the_lab(tmp_path: Path) -> None:
         assert "www.shop.test.\t\t300\tIN\tA\t127.0.0.80" in out
         assert "(ns1.shop.test)" in out
     assert proc.returncode == 0
-    assert not (tmp_path / "lab" / "lab.json").exists()
+    assert not (tmp_path / "data" / "lab" / "lab.json").exists()
