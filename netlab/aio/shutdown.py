@@ -25,13 +25,21 @@ log = logging.getLogger(__name__)
 
 
 class Lifetime:
-    """Shared by the services of one process: tells them when to stop accepting work."""
+    """Tells a service when to stop accepting work.
 
-    def __init__(self) -> None:
+    ``run_services`` gives each service a lifetime of its own, under the process's: the process's
+    stop reaches the services one by one, and a service that stops its own lifetime (a one-shot
+    receiver that has its file) stops the whole process.
+    """
+
+    def __init__(self, parent: Lifetime | None = None) -> None:
         self.stopping = trio.Event()
+        self._parent = parent
 
     def stop(self) -> None:
         self.stopping.set()
+        if self._parent is not None:
+            self._parent.stop()
 
 
 class ServeFn(Protocol):
@@ -98,7 +106,7 @@ async def run_services(
                     for service in services:
                         if lifetime.stopping.is_set():
                             break  # a stop during start-up: start nothing more
-                        own, done = Lifetime(), trio.Event()
+                        own, done = Lifetime(lifetime), trio.Event()
                         lines = await nursery.start(_run_one, service, own, done)
                         started.append((own, done))
                         on_started(service, lines)

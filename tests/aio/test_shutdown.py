@@ -80,3 +80,17 @@ async def test_grace_period_cuts_off_a_service_that_does_not_drain(
         lifetime.stop()
     assert trio.current_time() - start == 5
     assert "stopped stubborn" not in log
+
+
+async def test_a_service_that_stops_itself_stops_the_run(autojump_clock: trio.testing.MockClock) -> None:
+    log: list[str] = []
+
+    async def one_shot(lifetime: Lifetime, *, task_status: trio.TaskStatus[list[str]]) -> None:
+        task_status.started(["one-shot up"])
+        await trio.sleep(2)  # its one transfer
+        lifetime.stop()
+
+    services = [_service("lab", log), Service("one-shot", one_shot)]
+    with trio.fail_after(10):
+        await run_services(services, grace_period=5, on_started=lambda s, ls: None)
+    assert log == ["start lab", "stopping lab", "stopped lab"]
