@@ -12,6 +12,11 @@ they happen for every request; everything that touches the disk (body files, the
   least recently used dropped first), so a hot small object is served without a thread hop.
 * With several processes on one directory (``shared=True``), a lookup first applies the changes
   the others have journalled (:meth:`HttpStore.refresh`), so an invalidation by one is seen by all.
+* An invalidation (RFC 9111 section 4.4) also stops responses that are still on their way into
+  the store: a request takes its :class:`Generation` when it begins, and a commit for a key
+  invalidated since then is dropped.  In this process the check is a dictionary lookup before and
+  after the index write; across processes the index checks its journal inside the commit's
+  transaction.  So a response requested before an unsafe request never lands after it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import trio
 
@@ -32,17 +37,31 @@ from netlab.proto.http_stored import StoredResponse
 from netlab.store.http_index import Change, DiskIndex, IndexRow
 from netlab.store.http_writer import BodyWriter
 
-__all__ = ["BodyGone", "Entry", "HttpStore"]
+__all__ = ["BodyGone", "Entry", "Generation", "HttpStore"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 READ_CHUNK = 256 * 1024  # bytes per read of a body from disk
+INVALIDATION_MARKS = 10_000  # recently invalidated keys remembered for writers in flight
 
 
 class BodyGone(Exception):
     """The entry's body vanished (evicted or invalidated, maybe by another process): a miss."""
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """Where the store stood when a request began, for its writer to check at commit.
+
+    ``local`` counts this process's invalidations; ``journal`` is the journal position this
+    process had caught up with (shared stores only), past which other processes' invalidations
+    are looked for.
+    """
+
+    local: int
+    journal: int | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,11 @@ class HttpStore:
         self._memory_used = 0
         self._touched: dict[int, float] = {}
         self._seq = 0
+        # Invalidations: a counter, the counter's value at each key's latest one, and a floor
+        # below which a writer's generation is too old to tell (the marks were cleared).
+        self._invalidations = 0
+        self._invalidated: dict[str, int] = {}
+        self._invalidated_floor = 0
         self.shared = shared
         self._probe: sqlite3.Connection | None = None
         if shared:
@@ -105,7 +129,7 @@ class HttpStore:
         shared: bool = False,
         recover: bool = True,
         threads: bool = True,
-    ) -> HttpStore:
+    ) -> Self:
         """Open (creating if needed) the cache in ``directory`` and load its index.
 
         ``recover`` cleans up after an unclean stop; with several processes only the first may.
@@ -206,9 +230,26 @@ class HttpStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def begin(self, key: str, expected_size: int | None = None) -> BodyWriter:
-        """A writer for a response to ``key`` that is about to stream."""
-        return BodyWriter(self, key, expected_size)
+    def generation(self) -> Generation:
+        """The store's generation now: take it when a request begins, before the origin is asked.
+
+        For a shared store, call :meth:`refresh` first, so that the journal position is current.
+        """
+        return Generation(self._invalidations, self._seq if self.shared else None)
+
+    def invalidated_since(self, key: str, since: Generation) -> bool:
+        """Whether this process invalidated ``key`` after ``since`` was taken."""
+        return since.local < self._invalidated_floor or self._invalidated.get(key, -1) > since.local
+
+    def begin(
+        self, key: str, expected_size: int | None = None, *, since: Generation | None = None
+    ) -> BodyWriter:
+        """A writer for a response to ``key`` that is about to stream.
+
+        ``since`` is the generation taken when the request began (by default: now); the response
+        is not stored if ``key`` is invalidated after it (RFC 9111 section 4.4).
+        """
+        return BodyWriter(self, key, expected_size, self.generation() if since is None else since)
 
     async def update(self, entry: Entry, stored: StoredResponse) -> Entry:
         """Replace an entry's metadata, as after a 304 (RFC 9111 section 4.3.4)."""
@@ -219,12 +260,21 @@ class HttpStore:
         return updated
 
     async def remove_keys(self, keys: list[str]) -> int:
-        """Delete every variant stored for ``keys`` (invalidation, RFC 9111 section 4.4)."""
-        ids = [e.id for key in keys for e in self._by_key.get(key, [])]
-        if ids:
-            self._forget(ids)  # at once, so that no request served from now on sees them
-            await self._db(lambda: self._index.delete(ids))
-        return len(ids)
+        """Invalidate ``keys`` (RFC 9111 section 4.4): every variant stored for them is deleted,
+        and responses to them still being stored will not be; returns how many were deleted."""
+        for key in keys:
+            if len(self._invalidated) >= INVALIDATION_MARKS:
+                # Forget the marks; a writer older than this point is then dropped to be safe.
+                self._invalidated.clear()
+                self._invalidated_floor = self._invalidations
+            self._invalidations += 1
+            self._invalidated[key] = self._invalidations
+        # At once, so that no request served from now on sees them ...
+        self._forget([e.id for key in keys for e in self._by_key.get(key, [])])
+        # ... and in the index by key, which also removes what other processes stored.
+        deleted = await self._db(lambda: self._index.invalidate(keys))
+        self._forget(deleted)
+        return len(deleted)
 
     async def remove(self, entry: Entry) -> None:
         self._forget([entry.id])
@@ -284,7 +334,9 @@ class HttpStore:
 
     def _apply(self, changes: list[Change]) -> None:
         for change in changes:
-            if change.row is None:
+            if change.invalidation:
+                pass  # its deletions are records of their own; commits check it in the index
+            elif change.row is None:
                 self._forget([change.id])
             else:
                 self._put(self._entry(change.row))
@@ -326,8 +378,15 @@ class HttpStore:
 
     async def commit_body(
         self, writer: BodyWriter, stored: StoredResponse, replaces: list[int], tmp: Path, memory: bytes | None
-    ) -> Entry:
-        """Make a complete body (in the temporary file ``tmp``) an entry: :meth:`BodyWriter.commit`."""
+    ) -> Entry | None:
+        """Make a complete body (in the temporary file ``tmp``) an entry: :meth:`BodyWriter.commit`.
+
+        Returns None, storing nothing, if the key was invalidated since the writer's generation.
+        """
+        if self.invalidated_since(writer.key, writer.since):
+            log.debug("not storing %s: invalidated while it was received", writer.key)
+            await self.run_blocking(lambda: tmp.unlink(missing_ok=True))
+            return None
         touched, self._touched = self._touched, {}
         variant = json.dumps(stored.to_json()["vary_key"])
         now = self._clock()
@@ -342,9 +401,19 @@ class HttpStore:
                 replaces=replaces,
                 touched=touched,
                 max_bytes=self.max_bytes,
+                unless_invalidated_after=writer.since.journal,
             )
         )
         self._forget(deleted)
+        if row is None:
+            log.debug("not storing %s: another process invalidated it meanwhile", writer.key)
+            return None
+        if self.invalidated_since(writer.key, writer.since):
+            # Invalidated here while the index write was under way: whichever of the two reached
+            # the index first, the entry must go (deleting it twice is harmless).
+            row_id = row.id
+            await self._db(lambda: self._index.delete([row_id]))
+            return None
         entry = Entry(row.id, row.key, row.variant, stored, row.size)
         self._put(entry)
         if memory is not None:

@@ -10,7 +10,8 @@ Strategy: the policy (:mod:`netlab.proto.http_cache`) decides, this module carri
   stored headers (4.3.4) and the stored body is sent; a new response replaces it; an error or no
   answer at all falls back to the stale response where stale-if-error allows (RFC 5861 section 4).
 * MISS: forward the request; a storable response is written to the store while it streams to the
-  client, and becomes an entry only once complete.
+  client, and becomes an entry only once complete, and only if no unsafe request invalidated the
+  URI since this request began (section 4.4; the store's :class:`Generation` tells).
 * GATEWAY_TIMEOUT: only-if-cached and nothing usable (section 5.2.1.7): 504.
 """
 
@@ -34,7 +35,7 @@ from netlab.proto.http_validation import (
     not_modified_fields,
     revalidation_fields,
 )
-from netlab.store.http_store import BodyGone, Entry
+from netlab.store.http_store import BodyGone, Entry, Generation
 from servers.proxy.accesslog import Transaction
 from servers.proxy.client import ClientConnection
 from servers.proxy.forward import Exchange, UpstreamBroken
@@ -60,6 +61,7 @@ async def serve(
     directives = RequestDirectives.from_fields(fields)
     if proxy.store.shared:
         await proxy.store.refresh()  # other worker processes' changes
+    since = proxy.store.generation()  # before the origin is asked: see _store_and_relay
     entries = proxy.store.variants(target.uri)
     entry = _select(fields, entries)
     decision = proxy.policy.decide(directives, entry.stored if entry else None, tx.start)
@@ -68,7 +70,7 @@ async def serve(
         if outcome is not Outcome.FRESH:
             proxy.stats.stale_served += 1
         if outcome is Outcome.STALE_WHILE_REVALIDATE:
-            _revalidate_in_background(proxy, request, target, entry)
+            _revalidate_in_background(proxy, request, target, entry, since)
         if await send_stored(proxy, client, request, entry, tx, "TCP_HIT", age=decision.age, fields=fields):
             return
         entry, tag = None, "TCP_SWAPFAIL_MISS"  # the body vanished: fetch it again
@@ -77,12 +79,12 @@ async def serve(
         await client.send_error(504, "Not in the cache, and the request said only-if-cached.", target.uri)
         return
     elif entry is not None and outcome is Outcome.REVALIDATE:
-        if await _revalidate(proxy, client, request, target, tx, entry, directives, entries):
+        if await _revalidate(proxy, client, request, target, tx, entry, directives, entries, since):
             return
         entry, tag = None, "TCP_MISS"
     else:
         tag = "TCP_MISS"
-    await _fetch(proxy, client, request, target, tx, entries, tag)
+    await _fetch(proxy, client, request, target, tx, entries, tag, since)
 
 
 def _select(fields: Fields, entries: list[Entry]) -> Entry | None:
@@ -157,6 +159,7 @@ async def _revalidate(
     entry: Entry,
     directives: RequestDirectives,
     entries: list[Entry],
+    since: Generation,
 ) -> bool:
     """Validate ``entry`` with the origin and answer; False if a plain fetch must follow."""
     fields = _conditional_fields(proxy, request, target, entry)
@@ -185,7 +188,9 @@ async def _revalidate(
                 return await send_stored(proxy, client, request, entry, tx, "TCP_REFRESH_FAIL_OLD")
             else:
                 tag = "TCP_REFRESH_FAIL_ERR" if exchange.status >= 500 else modified_tag
-                await _store_and_relay(proxy, client, request, target, tx, exchange, entries, tag, b"GET")
+                await _store_and_relay(
+                    proxy, client, request, target, tx, exchange, entries, tag, b"GET", since
+                )
                 return True
     except (UpstreamError, UpstreamBroken) as exc:
         if proxy.policy.stale_on_error(directives, entry.stored, proxy.clock()):
@@ -208,6 +213,7 @@ async def _fetch(
     tx: Transaction,
     entries: list[Entry],
     tag: str,
+    since: Generation,
 ) -> None:
     """Forward the client's request and relay (and maybe store) the response."""
     fields = proxy.upstream_fields(request, target)
@@ -216,7 +222,9 @@ async def _fetch(
             target, request.method, fields, on_informational=proxy.informational_relay(client)
         ) as exchange:
             tx.direct(exchange.conn.address)
-            await _store_and_relay(proxy, client, request, target, tx, exchange, entries, tag, request.method)
+            await _store_and_relay(
+                proxy, client, request, target, tx, exchange, entries, tag, request.method, since
+            )
     except UpstreamError as exc:
         tx.tag, tx.status = tag, exc.status
         await client.send_error(exc.status, exc.message, target.uri)
@@ -232,8 +240,14 @@ async def _store_and_relay(
     entries: list[Entry],
     tag: str,
     upstream_method: bytes,
+    since: Generation,
 ) -> None:
-    """Relay the origin's response, storing it on the way if the policy allows (section 3)."""
+    """Relay the origin's response, storing it on the way if the policy allows (section 3).
+
+    The entry is committed after the client has the whole response, so the client may already
+    have sent an unsafe request for the same URI, and seen it invalidate what was stored; ``since``
+    (the store's generation when this request began) makes the store drop this late commit.
+    """
     fields = request.headers.raw_items()
     directives = RequestDirectives.from_fields(fields)
     response_fields = exchange.response.headers.raw_items()
@@ -254,7 +268,7 @@ async def _store_and_relay(
         await proxy.relay(client, exchange, tx, headers=headers)
         return
     writer = proxy.store.begin(
-        target.uri, parse_delta_seconds(first_value(response_fields, b"content-length"))
+        target.uri, parse_delta_seconds(first_value(response_fields, b"content-length")), since=since
     )
     try:
         if await proxy.relay(client, exchange, tx, headers=headers, tee=writer.write):
@@ -284,18 +298,25 @@ def _same_variant(entry: Entry, fields: Fields) -> bool:
     return vary_matches(entry.stored, fields)
 
 
-def _revalidate_in_background(proxy: Proxy, request: h11.Request, target: Target, entry: Entry) -> None:
+def _revalidate_in_background(
+    proxy: Proxy, request: h11.Request, target: Target, entry: Entry, since: Generation
+) -> None:
     if target.uri in proxy.revalidating:
         return
     proxy.revalidating.add(target.uri)
     fields = _conditional_fields(proxy, request, target, entry)
     proxy.background.start_soon(
-        _background_revalidation, proxy, target, entry, fields, list(request.headers.raw_items())
+        _background_revalidation, proxy, target, entry, fields, list(request.headers.raw_items()), since
     )
 
 
 async def _background_revalidation(
-    proxy: Proxy, target: Target, entry: Entry, fields: list[tuple[bytes, bytes]], client_fields: Fields
+    proxy: Proxy,
+    target: Target,
+    entry: Entry,
+    fields: list[tuple[bytes, bytes]],
+    client_fields: Fields,
+    since: Generation,
 ) -> None:
     """RFC 5861 section 3: bring a stale response up to date with no client waiting."""
     proxy.stats.background_revalidations += 1
@@ -323,7 +344,7 @@ async def _background_revalidation(
             if why_not is not None or is_error_status(exchange.status):
                 await exchange.discard_body()
                 return
-            writer = proxy.store.begin(target.uri)
+            writer = proxy.store.begin(target.uri, since=since)
             try:
                 async for chunk in exchange.body():
                     await writer.write(chunk)
