@@ -10,8 +10,9 @@ Strategy: the policy (:mod:`netlab.proto.http_cache`) decides, this module carri
   stored headers (4.3.4) and the stored body is sent; a new response replaces it; an error or no
   answer at all falls back to the stale response where stale-if-error allows (RFC 5861 section 4).
 * MISS: forward the request; a storable response is written to the store while it streams to the
-  client, and becomes an entry only once complete, and only if no unsafe request invalidated the
-  URI since this request began (section 4.4; the store's :class:`Generation` tells).
+  client, and becomes an entry only once complete (before the client gets the last chunk, so that
+  asking again is a hit), and only if no unsafe request invalidated the URI since this request
+  began (section 4.4; the store's :class:`Generation` tells).
 * GATEWAY_TIMEOUT: only-if-cached and nothing usable (section 5.2.1.7): 504.
 """
 
@@ -123,16 +124,17 @@ async def send_stored(
         headers = [*not_modified_fields(stored), (b"Age", b"%d" % age), proxy.x_cache(b"HIT")]
         await client.send_response(304, headers, b"")
         return True
+    # The stored head, serialised once, goes out as it is (ClientConnection.send_prepared).
     head = proxy.stored_head(entry, age)
     tx.status, tx.content_type = stored.status, stored.content_type or "-"
     if request.method == b"HEAD":
         tx.tag = tag
-        await client.send_head(head, b"")
+        await client.send_prepared(head)
         return True
     body = proxy.store.memory_body(entry)
     if body is not None:
         tx.tag = "TCP_MEM_HIT" if tag == "TCP_HIT" else tag
-        await client.send_head(head, body)
+        await client.send_prepared(head, body)
         return True
     async with aclosing(proxy.store.read_body(entry)) as chunks:
         try:
@@ -142,11 +144,15 @@ async def send_stored(
         except StopAsyncIteration:
             first = b""
         tx.tag = tag
-        await client.send_head(head)
-        await client.send_data(first)
-        async for chunk in chunks:
-            await client.send_data(chunk)
-    await client.send_end()
+        try:
+            await client.send_prepared(head, first)
+            async for chunk in chunks:
+                await client.send_prepared_data(chunk)
+        except OSError as exc:
+            # The file could not be read to the end: the client must see a cut response.
+            log.warning("reading the stored body of %s failed: %s", entry.key, exc)
+            tx.aborted = True
+            client.mark_broken()
     return True
 
 
@@ -244,9 +250,10 @@ async def _store_and_relay(
 ) -> None:
     """Relay the origin's response, storing it on the way if the policy allows (section 3).
 
-    The entry is committed after the client has the whole response, so the client may already
-    have sent an unsafe request for the same URI, and seen it invalidate what was stored; ``since``
-    (the store's generation when this request began) makes the store drop this late commit.
+    The entry is committed once the whole body has arrived, before the client gets its last
+    chunk.  Meanwhile another client may have sent an unsafe request for the same URI and seen it
+    invalidate what was stored; ``since`` (the store's generation when this request began) makes
+    the store drop this commit, which would otherwise land after the invalidation.
     """
     fields = request.headers.raw_items()
     directives = RequestDirectives.from_fields(fields)
@@ -270,17 +277,20 @@ async def _store_and_relay(
     writer = proxy.store.begin(
         target.uri, parse_delta_seconds(first_value(response_fields, b"content-length")), since=since
     )
+
+    async def commit() -> None:
+        stored = proxy.policy.to_store(
+            request_fields=fields,
+            status=exchange.status,
+            reason=exchange.response.reason,
+            response_fields=proxy.forwarded_headers(exchange),
+            request_time=exchange.request_time,
+            response_time=exchange.response_time,
+        )
+        await writer.commit(stored, [e.id for e in superseded])
+
     try:
-        if await proxy.relay(client, exchange, tx, headers=headers, tee=writer.write):
-            stored = proxy.policy.to_store(
-                request_fields=fields,
-                status=exchange.status,
-                reason=exchange.response.reason,
-                response_fields=proxy.forwarded_headers(exchange),
-                request_time=exchange.request_time,
-                response_time=exchange.response_time,
-            )
-            await writer.commit(stored, [e.id for e in superseded])
+        await proxy.relay(client, exchange, tx, headers=headers, tee=writer.write, before_end=commit)
     finally:
         writer.abort()  # a no-op after a commit; otherwise nothing incomplete is kept
 

@@ -3,10 +3,19 @@
 Strategy: :class:`ClientConnection` owns the stream and its ``h11.Connection(h11.SERVER)`` and
 offers the handler a few verbs: wait for the next request, read its body, send a response whole
 or in pieces, and finish the request so the connection can carry another (persistence, RFC 9112
-section 9.3).  Time limits live here: a connection idle between requests is closed after
-``idle_timeout`` by the :class:`IdleReaper` (silently, as RFC 9112 section 9.8 allows), and once a
-request has started its head must arrive within ``request_timeout`` (else 408).  While idle the
-wait is also cut short when the server shuts down.
+section 9.3).
+
+Requests are always parsed by h11.  Responses go through h11's writer too, except one kind: a
+response from the cache, whose head :func:`prepare_head` serialised once for many hits (only Age
+changes, once a second) and whose body is framed by Content-Length.  Those bytes are sent as they
+are (:meth:`ClientConnection.send_prepared`), and h11 is given a fresh parser for the next
+request instead of being walked through the response: on a hit that halves the work per request.
+While the server shuts down every response says ``Connection: close`` (RFC 9112 section 9.6).
+
+Time limits live here: a connection idle between requests is closed after ``idle_timeout`` by the
+:class:`IdleReaper` (silently, as RFC 9112 section 9.8 allows), and once a request has started its
+head must arrive within ``request_timeout`` (else 408). While idle the wait is also cut short when
+the server shuts down.
 """
 
 from __future__ import annotations
@@ -19,13 +28,26 @@ import trio
 
 from servers.proxy.pages import error_page, reason_phrase
 
-__all__ = ["ClientConnection", "ClientGone", "IdleReaper"]
+__all__ = ["ClientConnection", "ClientGone", "IdleReaper", "prepare_head"]
 
 log = logging.getLogger(__name__)
 
 MAX_RECV = 256 * 1024  # bytes per receive from a client
 _JOIN_LIMIT = 64 * 1024  # bodies up to this size go out in the same write as the head
 _END = h11.EndOfMessage()  # events are immutable: one will do for every response
+_CLOSE = (b"Connection", b"close")
+
+
+def prepare_head(status: int, reason: bytes, fields: list[tuple[bytes, bytes]]) -> bytes:
+    """A response head in HTTP/1.1 wire form (RFC 9112 section 4), for :meth:`send_prepared`.
+
+    ``fields`` are trusted to be valid (they are a stored response's, parsed by h11 when they
+    arrived, and the proxy's own) and must frame the body with Content-Length.
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+    lines += [b"%s: %s\r\n" % field for field in fields]
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 class ClientGone(Exception):
@@ -91,6 +113,7 @@ class ClientConnection:
         self.stream = stream
         self.peer = peer
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_header_bytes = max_header_bytes
         self._reaper = reaper
         self._scope = scope  # around this connection's whole life: the reaper cancels it
         self._request_timeout = request_timeout
@@ -100,6 +123,9 @@ class ClientConnection:
         self._body_refused = False  # a final response went out while the client awaited 100
         self._method = b""  # of the current request
         self._bodiless = False  # the current response has no content (HEAD, 204, 304)
+        self._keep_alive = True  # the current request lets the connection persist
+        self._request_body = False  # the current request has content
+        self._prepared = False  # the current response went out by send_prepared, not through h11
 
     async def next_request(self) -> h11.Request | None:
         """The next request, or None if the client closed, idled out, or the server is closing.
@@ -116,6 +142,7 @@ class ClientConnection:
             if isinstance(event, h11.Request):
                 self._partial = False
                 self._method = event.method
+                self._note_framing(event)
                 return event
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed (or a Paused connection after a CONNECT)
@@ -136,6 +163,24 @@ class ClientConnection:
                 return None
             self._partial = bool(data)
             conn.receive_data(data)
+
+    def _note_framing(self, request: h11.Request) -> None:
+        """What h11 would know of the request's persistence and body, for prepared responses."""
+        # RFC 9112 section 9.3: HTTP/1.1 persists unless "close" is named; h11 closes after
+        # every HTTP/1.0 exchange.  Section 6.3: content is framed by either of two fields.
+        self._keep_alive = request.http_version == b"1.1"
+        self._request_body = False
+        for name, value in request.headers:  # names come lower-cased from h11
+            if name == b"connection":
+                if b"close" in (token.strip() for token in value.lower().split(b",")):
+                    self._keep_alive = False
+            elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                self._request_body = True
+
+    @property
+    def request_has_body(self) -> bool:
+        """Whether the current request has content (RFC 9112 section 6.3)."""
+        return self._request_body
 
     async def _receive(self) -> bytes | None:
         try:
@@ -195,6 +240,10 @@ class ClientConnection:
             # waiting for that body to reuse the connection could hang; close after this response.
             self._body_refused = True
         self._bodiless = self._method == b"HEAD" or head.status_code in (204, 304)
+        if self._reaper.closing:
+            head = h11.Response(
+                status_code=head.status_code, headers=[*head.headers.raw_items(), _CLOSE], reason=head.reason
+            )
         data = conn.send(head)
         assert data is not None
         if body is None:
@@ -211,6 +260,38 @@ class ClientConnection:
             await self._send(data)
             for part in [*parts, end]:
                 await self._send(part)
+
+    async def send_prepared(self, head: bytes, body: bytes = b"") -> None:
+        """Send a response head serialised by :func:`prepare_head`, and ``body`` (whole or a first
+        part: the rest follows with :meth:`send_prepared_data`).
+
+        For a request without content only; h11's writer is not involved (see the module notes).
+
+        Raises:
+            ClientGone: the client is no longer there.
+        """
+        if self._prepared or self.h11.our_state is not h11.SEND_RESPONSE:
+            raise h11.LocalProtocolError("a response was already started")
+        self._prepared = True
+        if self.h11.they_are_waiting_for_100_continue:
+            self._body_refused = True  # as in send_head
+        if not self._keep_alive or self._reaper.closing:
+            # Tell the client, as h11 would (RFC 9112 section 9.6): insert before the blank line.
+            head = head[:-2] + b"Connection: close\r\n\r\n"
+            self._keep_alive = False
+        self._bodiless = self._method == b"HEAD"
+        if not body or self._bodiless:
+            await self._send(head)
+        elif len(body) <= _JOIN_LIMIT:
+            await self._send(head + body)
+        else:
+            await self._send(head)
+            await self._send(body)
+
+    async def send_prepared_data(self, data: bytes) -> None:
+        """More of the body after :meth:`send_prepared` (Content-Length framing: as it is)."""
+        if data and not self._bodiless:
+            await self._send(data)
 
     async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         data = self.h11.send(h11.InformationalResponse(status_code=status, headers=headers))
@@ -234,7 +315,7 @@ class ClientConnection:
         Returns:
             Whether it was sent; if not, the connection is marked broken (to be closed).
         """
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._prepared or self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             self.broken = True
             return False
         headers, body = error_page(status, message, url)
@@ -263,6 +344,8 @@ class ClientConnection:
             Whether the connection can carry another request.
         """
         conn = self.h11
+        if self._prepared:
+            return self._next_parser()
         if self.broken or self._body_refused or conn.our_state is not h11.DONE:
             return False
         # The request's end (or an unread body, e.g. after an error page) must be consumed
@@ -272,6 +355,20 @@ class ClientConnection:
         if conn.their_state is not h11.DONE:
             return False
         conn.start_next_cycle()
+        return True
+
+    def _next_parser(self) -> bool:
+        """After a prepared response: a fresh h11 parser, given what the client sent beyond the
+        request (pipelined requests), if the connection can carry another request."""
+        self._prepared = False
+        if self.broken or self._body_refused or not self._keep_alive or self._request_body:
+            return False
+        data, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header_bytes)
+        if data:
+            self.h11.receive_data(data)
+        if closed:
+            self.h11.receive_data(b"")
         return True
 
     async def _drain(self, limit: int) -> bool:

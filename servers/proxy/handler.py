@@ -43,9 +43,8 @@ from netlab.proto.http_validation import ORIGIN_ONLY_CONDITIONALS
 from netlab.store.http_store import Entry, HttpStore
 from servers.proxy import cache_flow, local, tunnel
 from servers.proxy.accesslog import AccessLog, Transaction
-from servers.proxy.client import ClientConnection, ClientGone, IdleReaper
+from servers.proxy.client import ClientConnection, ClientGone, IdleReaper, prepare_head
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
-from servers.proxy.pages import reason_phrase
 from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
 from servers.proxy.status import Stats
 
@@ -90,7 +89,7 @@ class Proxy:
         self.reaper = IdleReaper(config.idle_timeout)
         self.revalidating: set[str] = set()  # URIs with a background revalidation running
         self._allowed: dict[str, bool] = {}
-        self._heads: dict[int, tuple[Entry, int, h11.Response]] = {}
+        self._heads: dict[int, tuple[Entry, int, bytes]] = {}
         self._targets: dict[bytes, Target | ConnectTarget | LocalTarget] = {}
 
     @property
@@ -191,10 +190,11 @@ class Proxy:
             # RFC 9110 section 7.6.2: the last hop the client asked for answers itself.
             await local.answer_last_hop(client, request, tx)
             return
-        if method in (b"GET", b"HEAD") and not traits.origin_only and not traits.has_body:
+        has_body = client.request_has_body
+        if method in (b"GET", b"HEAD") and not traits.origin_only and not has_body:
             await cache_flow.serve(self, client, request, target, tx, fields)
         else:
-            await self.forward_uncached(client, request, target, tx, has_body=traits.has_body)
+            await self.forward_uncached(client, request, target, tx, has_body=has_body)
 
     async def forward_uncached(
         self,
@@ -265,20 +265,18 @@ class Proxy:
         headers.append(self.x_cache(x_cache))
         return headers
 
-    def stored_head(self, entry: Entry, age: int) -> h11.Response:
-        """The head of a response from the store.
+    def stored_head(self, entry: Entry, age: int) -> bytes:
+        """The head of a response from the store, serialised (:func:`prepare_head`).
 
-        Built (and validated by h11) once per stored response and value of Age, which changes
-        once a second: a hot object's head is reused by every hit in between.
+        Built once per stored response and value of Age, which changes once a second: a hot
+        object's head is reused by every hit in between.
         """
         memo = self._heads.get(entry.id)
         if memo is not None and memo[0] is entry and memo[1] == age:
             return memo[2]
         stored = entry.stored
-        head = h11.Response(
-            status_code=stored.status,
-            headers=[*stored.headers, (b"Age", b"%d" % age), self.x_cache(b"HIT")],
-            reason=stored.reason or reason_phrase(stored.status),
+        head = prepare_head(
+            stored.status, stored.reason, [*stored.headers, (b"Age", b"%d" % age), self.x_cache(b"HIT")]
         )
         if len(self._heads) >= _MEMO_SIZE:
             self._heads.clear()
@@ -293,8 +291,13 @@ class Proxy:
         *,
         headers: list[tuple[bytes, bytes]] | None = None,
         tee: Callable[[bytes], Awaitable[None]] | None = None,
+        before_end: Callable[[], Awaitable[None]] | None = None,
     ) -> bool:
         """Send the origin's response on to the client as it arrives (and to ``tee``).
+
+        The last chunk is held back until the origin's response is complete and ``before_end``
+        (storing it) is done: a client that has the whole response, and asks again, finds it
+        in the cache.
 
         Returns:
             Whether the whole body was relayed; if the origin failed mid-body the client's
@@ -308,9 +311,11 @@ class Proxy:
         if content_type:
             tx.content_type = content_type.decode("latin-1").split(";")[0].strip()
         await client.send_response(response.status_code, headers, reason=response.reason)
+        held = b""
         try:
             async for chunk in exchange.body():
-                await client.send_data(chunk)
+                await client.send_data(held)
+                held = chunk
                 if tee is not None:
                     await tee(chunk)
         except UpstreamBroken as exc:
@@ -318,11 +323,14 @@ class Proxy:
             tx.aborted = True
             client.mark_broken()
             return False
+        if before_end is not None:
+            await before_end()
+        await client.send_data(held)
         await client.send_end()
         return True
 
 
-_ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | {b"via", b"transfer-encoding", b"content-length"}
+_ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | {b"via"}
 
 
 @dataclass(slots=True)
@@ -331,21 +339,16 @@ class _Traits:
 
     via: list[tuple[bytes, bytes]]
     origin_only: bool  # preconditions for the origin, or a range: not answered by the cache
-    has_body: bool  # RFC 9112 section 6.3: Transfer-Encoding, or a Content-Length above 0
 
     @classmethod
     def of(cls, fields: Fields) -> _Traits:
-        traits = cls([], False, False)
+        traits = cls([], False)
         for name, value in fields:
             lower = name.lower()
             if lower not in _ROUTING_FIELDS:
                 continue
             if lower == b"via":
                 traits.via.append((name, value))
-            elif lower == b"transfer-encoding":
-                traits.has_body = True
-            elif lower == b"content-length":
-                traits.has_body = traits.has_body or value.strip() != b"0"
             else:
                 traits.origin_only = True
         return traits

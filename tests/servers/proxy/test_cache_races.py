@@ -1,10 +1,10 @@
 """Requests that overlap in the cache: an invalidation racing a response that is still being stored.
 
-The proxy streams a response to its client and makes it a cache entry only after the last byte,
-so a client can have the whole response, send an unsafe request for the same URI, and see that
-request invalidate before the first response's entry lands.  RFC 9111 section 4.4 wants the
-stored responses gone after the unsafe request: the late entry must not land.  These tests hold
-the store's commit back with an event, so the interleaving is the same on every run.
+The proxy streams a response to its client and makes it a cache entry once the whole body has
+arrived, so another client can send an unsafe request for the same URI, and see it invalidate,
+before the first response's entry lands.  RFC 9111 section 4.4 wants the stored responses gone
+after the unsafe request: the late entry must not land.  These tests hold the store's commit back
+with an event, so the interleaving is the same on every run.
 """
 
 from __future__ import annotations
@@ -56,18 +56,23 @@ async def test_an_invalidation_beats_a_store_still_in_progress(
         store = h.store
         assert isinstance(store, HeldStore)
         store.hold, store.release = True, trio.Event()
-        # 1. GET: the client has the whole response; its entry waits to be committed.
-        first = await HttpClient(await h.listener.connect()).get(URL)
-        assert first.body == b"GET v1"
-        await h.until(lambda: store.waiting == 1)
-        assert h.log.lines == []  # the GET is not finished: its commit is held
-        # 2. POST on another connection (as curl does): it invalidates /doc, holding nothing yet.
-        posted = await HttpClient(await h.listener.connect()).request("POST", URL, body=b"x")
-        assert posted.body == b"POST v2"
-        await h.until(lambda: len(h.log.lines) == 1)
-        # 3. Now the GET's commit goes ahead: it began before the invalidation, so it must not land.
-        store.hold = False
-        store.release.set()
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def first_get() -> None:
+                got.append((await HttpClient(await h.listener.connect()).get(URL)).body)
+
+            # 1. A GET: the origin's whole response is in; its entry waits to be committed.
+            nursery.start_soon(first_get)
+            await h.until(lambda: store.waiting == 1)
+            # 2. A POST from another client: it invalidates /doc, where nothing is stored yet.
+            posted = await HttpClient(await h.listener.connect()).request("POST", URL, body=b"x")
+            assert posted.body == b"POST v2"
+            await h.until(lambda: len(h.log.lines) == 1)
+            # 3. Now the GET's commit goes ahead: it began before the invalidation: it must not land.
+            store.hold = False
+            store.release.set()
+        assert got == [b"GET v1"]
         await h.until(lambda: len(h.log.lines) == 2)
         assert store.variants(URL) == []
         after = await h.get(URL)
@@ -87,3 +92,30 @@ async def test_a_fetch_that_starts_after_the_invalidation_is_stored(
         assert (await client.get(URL)).headers["x-cache"] == "MISS from netlab"
         again = await client.get(URL)
         assert (again.body, again.headers["x-cache"]) == (b"GET v2", "HIT from netlab")
+
+
+async def test_a_client_that_has_the_whole_response_finds_it_stored(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The last chunk waits for the commit: asking again at once is a hit, also across clients."""
+    origin = Origin()
+    origin.route("/doc", Reply(200, [("Cache-Control", "max-age=60")], [b"a" * 1000, b"b" * 1000]))
+    async with running_proxy(tmp_path, {"origin.test": origin}, store_class=HeldStore) as h:
+        store = h.store
+        assert isinstance(store, HeldStore)
+        store.hold, store.release = True, trio.Event()
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def get() -> None:
+                got.append((await HttpClient(await h.listener.connect()).get(URL)).body)
+
+            nursery.start_soon(get)
+            await h.until(lambda: store.waiting == 1)
+            assert got == []  # the body is in, but the client has not got all of it yet
+            store.release.set()
+        assert got == [b"a" * 1000 + b"b" * 1000]
+        store.hold = False
+        again = await HttpClient(await h.listener.connect()).get(URL)
+        assert again.headers["x-cache"] == "HIT from netlab"
+        assert len(origin.seen) == 1
