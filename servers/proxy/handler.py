@@ -43,10 +43,12 @@ from netlab.proto.http_validation import ORIGIN_ONLY_CONDITIONALS
 from netlab.store.http_store import Entry, HttpStore
 from servers.proxy import cache_flow, local, tunnel
 from servers.proxy.accesslog import AccessLog, Transaction
-from servers.proxy.client import ClientConnection, ClientGone, IdleReaper, prepare_head
+from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
 from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
+from servers.proxy.reaper import IdleReaper
 from servers.proxy.status import Stats
+from servers.proxy.wire import RequestMemo, prepare_head
 
 __all__ = ["Proxy"]
 
@@ -87,6 +89,7 @@ class Proxy:
         self.stats = Stats(started=clock())
         self.x_cache_name = b"netlab"
         self.reaper = IdleReaper(config.idle_timeout)
+        self.request_memo = RequestMemo()
         self.revalidating: set[str] = set()  # URIs with a background revalidation running
         self._allowed: dict[str, bool] = {}
         self._heads: dict[int, tuple[Entry, int, bytes]] = {}
@@ -239,9 +242,9 @@ class Proxy:
         """Passes an origin's 1xx on: 100 only to a client waiting for it (RFC 9110 10.1.1)."""
 
         async def relay(event: h11.InformationalResponse) -> None:
-            if event.status_code == 100 and not client.h11.they_are_waiting_for_100_continue:
+            if event.status_code == 100 and not client.protocol.they_are_waiting_for_100_continue:
                 return
-            if event.status_code == 101 or client.h11.their_http_version != b"1.1":
+            if event.status_code == 101 or client.protocol.their_http_version != b"1.1":
                 return  # no protocol switch through the proxy; HTTP/1.0 clients do not know 1xx
             await client.send_informational(event.status_code, list(event.headers.raw_items()))
 

@@ -156,6 +156,7 @@ async def handle_connection(
                 scope,
                 max_header_bytes=config.max_header_kb * 1024,
                 request_timeout=config.request_timeout,
+                memo=proxy.request_memo,
             )
             await _serve_requests(client, proxy)
     except (ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):

@@ -12,7 +12,7 @@ import trio.testing
 
 from netlab.config import ProxyConfig
 from netlab.store.http_store import Entry, HttpStore
-from servers.proxy.client import prepare_head
+from servers.proxy.wire import RequestMemo, prepare_head
 from tests.servers.proxy.harness import HttpClient, Origin, Reply, running_proxy
 from tests.servers.proxy.test_forward_driver import raw_exchange
 
@@ -150,3 +150,46 @@ async def test_responses_during_shutdown_say_connection_close(
         assert heads[URL]["x-cache"] == "HIT from netlab"
         assert heads[URL]["connection"] == "close"
         assert heads["http://origin.test/slow"]["connection"] == "close"
+
+
+def parsed(head: bytes) -> h11.Request:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(head)
+    event = conn.next_event()
+    assert isinstance(event, h11.Request)
+    return event
+
+
+def test_the_request_memo_keeps_plain_get_and_head_heads_only() -> None:
+    memo = RequestMemo()
+    get = b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n"
+    memo.learn(get, parsed(get))
+    assert memo.lookup(get) == (parsed(get), len(get))
+    assert memo.lookup(get + b"GET /next") == (parsed(get), len(get))  # a pipelined request follows
+    assert memo.lookup(get[:-2]) is None  # not a whole head yet
+    assert memo.lookup(get.replace(b"a.test/", b"b.test/")) is None
+    for head in (
+        b"POST http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nX: " + b"x" * 5000 + b"\r\n\r\n",
+        b"GET http://a.test/ HTTP/1.1\nHost: a.test\n\n",  # h11 reads bare LF too; not kept
+    ):
+        memo.learn(head, parsed(head))
+        assert memo.lookup(head) is None
+
+
+async def test_a_remembered_request_that_the_cache_cannot_answer_reaches_h11(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    origin = Origin()
+    origin.route("/a", Reply(200, [("Cache-Control", "no-store")], b"fresh each time"))
+    async with running_proxy(tmp_path, {"origin.test": origin}) as h:
+        assert (await h.get(URL)).body == b"fresh each time"  # h11 parses it; the memo learns it
+        assert len(h.proxy.request_memo) == 1
+        client = await h.client()
+        for _ in range(3):  # the same bytes: from the memo, answered through h11 all the same
+            response = await client.get(URL)
+            assert (response.status, response.body) == (200, b"fresh each time")
+        assert [s.connection for s in origin.seen] == [1, 1, 1, 1]  # one pooled origin connection
+        assert h.log.tags() == ["TCP_MISS/200"] * 4
