@@ -24,7 +24,6 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import sqlite3
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -111,10 +110,6 @@ class HttpStore:
         self._invalidated: dict[str, int] = {}
         self._invalidated_floor = 0
         self.shared = shared
-        self._probe: sqlite3.Connection | None = None
-        if shared:
-            self._probe = sqlite3.connect(index.directory / "index.sqlite", check_same_thread=False)
-            self._data_version = self._probe_version()
 
     @classmethod
     async def open(
@@ -167,8 +162,6 @@ class HttpStore:
             self._index.close()
 
         await self._db(_close)
-        if self._probe is not None:
-            self._probe.close()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -215,12 +208,8 @@ class HttpStore:
 
     async def refresh(self) -> None:
         """Apply what other processes changed since we last looked (only when ``shared``)."""
-        if self._probe is None:
-            return
-        version = self._probe_version()
-        if version == self._data_version:
-            return
-        self._data_version = version
+        if not self.shared or self._index.published_seq() <= self._seq:
+            return  # the usual case, found out without a thread or a query
         changes = await self._db(lambda: self._index.changes_since(self._seq))
         if changes is None:
             rows, seq = await self._db(self._index.load)
@@ -314,10 +303,6 @@ class HttpStore:
             return await trio.to_thread.run_sync(fn, limiter=limiter)
         await trio.lowlevel.checkpoint()
         return fn()
-
-    def _probe_version(self) -> int:
-        assert self._probe is not None
-        return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
 
     def _entry(self, row: IndexRow) -> Entry:
         return Entry(row.id, row.key, row.variant, StoredResponse.from_json(row.meta), row.size)
