@@ -169,9 +169,9 @@ class HttpStore:
         """The stored responses for a target URI (one per Vary variant)."""
         return self._by_key.get(key, [])
 
-    def memory_body(self, entry: Entry) -> bytes | None:
-        """The body if it is in the memory tier (and marks the entry used)."""
-        self._touched[entry.id] = self._clock()
+    def memory_body(self, entry: Entry, now: float | None = None) -> bytes | None:
+        """The body if it is in the memory tier (and marks the entry used, ``now`` if given)."""
+        self._touched[entry.id] = self._clock() if now is None else now
         body = self._memory.get(entry.id)
         if body is not None:
             self._memory.move_to_end(entry.id)

@@ -57,9 +57,15 @@ async def serve(
     target: Target,
     tx: Transaction,
     fields: Fields,
+    *,
+    directives: RequestDirectives,
+    conditional: bool,
 ) -> None:
-    """Answer a GET or HEAD request for ``target`` (with header ``fields``) as the policy says."""
-    directives = RequestDirectives.from_fields(fields)
+    """Answer a GET or HEAD request for ``target`` as the policy says.
+
+    ``fields`` are the request's header fields, ``directives`` its Cache-Control, and
+    ``conditional`` whether it carries validators of its own (If-None-Match, If-Modified-Since).
+    """
     if proxy.store.shared:
         await proxy.store.refresh()  # other worker processes' changes
     since = proxy.store.generation()  # before the origin is asked: see _store_and_relay
@@ -72,7 +78,9 @@ async def serve(
             proxy.stats.stale_served += 1
         if outcome is Outcome.STALE_WHILE_REVALIDATE:
             _revalidate_in_background(proxy, request, target, entry, since)
-        if await send_stored(proxy, client, request, entry, tx, "TCP_HIT", age=decision.age, fields=fields):
+        # Without validators of its own the request's fields need not be looked at again.
+        own = fields if conditional else ()
+        if await send_stored(proxy, client, request, entry, tx, "TCP_HIT", age=decision.age, fields=own):
             return
         entry, tag = None, "TCP_SWAPFAIL_MISS"  # the body vanished: fetch it again
     elif outcome is Outcome.GATEWAY_TIMEOUT:
@@ -108,8 +116,8 @@ async def send_stored(
 ) -> bool:
     """Answer from the store; False if the body has vanished (evicted meanwhile).
 
-    ``age`` is the stored response's current age, and ``fields`` the request's header fields,
-    if the caller has them already.
+    ``age`` is the stored response's current age, and ``fields`` the request's header fields
+    (or only those among them that matter here), if the caller has them already.
     """
     stored = entry.stored
     if fields is None:
@@ -117,7 +125,7 @@ async def send_stored(
     if age is None:
         age = proxy.policy.age(stored, proxy.clock())
     age = max(0, int(age))  # RFC 9111 section 5.1: whole seconds
-    if client_wants_304(request.method, fields, stored):
+    if fields and client_wants_304(request.method, fields, stored):
         # Section 4.3.2: the client's copy is the one we hold.
         tx.tag = "TCP_INM_HIT" if has_field(fields, b"if-none-match") else "TCP_IMS_HIT"
         tx.status = 304
@@ -131,7 +139,7 @@ async def send_stored(
         tx.tag = tag
         await client.send_prepared(head)
         return True
-    body = proxy.store.memory_body(entry)
+    body = proxy.store.memory_body(entry, tx.start)
     if body is not None:
         tx.tag = "TCP_MEM_HIT" if tag == "TCP_HIT" else tag
         await client.send_prepared(head, body)

@@ -96,7 +96,8 @@ class ClientConnection:
         conn = self.protocol
         first: bytes | None = None  # the first bytes given to a fresh parser
         while True:
-            event = conn.next_event()
+            # (A fresh parser has nothing to tell before it has been given something.)
+            event = h11.NEED_DATA if self._fresh else conn.next_event()
             if isinstance(event, h11.Request):
                 self._partial = False
                 if first is not None and self._memo is not None:
@@ -119,9 +120,9 @@ class ClientConnection:
                     return None  # the request arrived just as the connection timed out: too late
             if data is None:
                 return None
-            if self._fresh and data:
+            if self._fresh:
                 self._fresh = False
-                found = self._memo.lookup(data) if self._memo is not None else None
+                found = self._memo.lookup(data) if self._memo is not None and data else None
                 if found is not None:
                     request, end = found
                     self._unparsed, self._leftover = data[:end], data[end:]

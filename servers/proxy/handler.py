@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import h11
@@ -27,7 +27,8 @@ import trio
 
 from netlab.config import ProxyConfig
 from netlab.proto.http_cache import CachePolicy, invalidated_uris
-from netlab.proto.http_fields import Fields, first_value, format_http_date, has_field
+from netlab.proto.http_cache_control import NO_REQUEST_DIRECTIVES, RequestDirectives
+from netlab.proto.http_fields import first_value, format_http_date, has_field
 from netlab.proto.http_forwarding import (
     ConnectTarget,
     LocalTarget,
@@ -39,7 +40,7 @@ from netlab.proto.http_forwarding import (
     via_loops,
 )
 from netlab.proto.http_freshness import Heuristic
-from netlab.proto.http_validation import ORIGIN_ONLY_CONDITIONALS
+from netlab.proto.http_validation import CLIENT_CONDITIONALS, ORIGIN_ONLY_CONDITIONALS
 from netlab.store.http_store import Entry, HttpStore
 from servers.proxy import cache_flow, local, tunnel
 from servers.proxy.accesslog import AccessLog, Transaction
@@ -182,7 +183,7 @@ class Proxy:
             return
         tx.url = target.uri
         fields = request.headers.raw_items()
-        traits = _Traits.of(fields)
+        traits = _Traits.of(request.headers)
         if traits.via and via_loops(traits.via, self.received_by):
             tx.status = 508
             await client.send_error(
@@ -195,7 +196,11 @@ class Proxy:
             return
         has_body = client.request_has_body
         if method in (b"GET", b"HEAD") and not traits.origin_only and not has_body:
-            await cache_flow.serve(self, client, request, target, tx, fields)
+            directives = RequestDirectives.from_fields(fields) if traits.directives else NO_REQUEST_DIRECTIVES
+            conditional = traits.conditional
+            await cache_flow.serve(
+                self, client, request, target, tx, fields, directives=directives, conditional=conditional
+            )
         else:
             await self.forward_uncached(client, request, target, tx, has_body=has_body)
 
@@ -333,7 +338,7 @@ class Proxy:
         return True
 
 
-_ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | {b"via"}
+_ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | CLIENT_CONDITIONALS | {b"via", b"cache-control", b"pragma"}
 
 
 @dataclass(slots=True)
@@ -341,19 +346,25 @@ class _Traits:
     """What routing needs to know of a request's fields, found in one pass over them."""
 
     via: list[tuple[bytes, bytes]]
-    origin_only: bool  # preconditions for the origin, or a range: not answered by the cache
+    origin_only: bool = False  # preconditions for the origin, or a range: not answered by the cache
+    directives: bool = False  # Cache-Control or Pragma: directives to parse (RFC 9111 section 5.2.1)
+    conditional: bool = False  # validators the cache may answer itself (section 4.3.2)
 
     @classmethod
-    def of(cls, fields: Fields) -> _Traits:
-        traits = cls([], False)
-        for name, value in fields:
-            lower = name.lower()
-            if lower not in _ROUTING_FIELDS:
+    def of(cls, headers: Iterable[tuple[bytes, bytes]]) -> _Traits:
+        """From h11's headers, whose names come lower-cased."""
+        traits = cls([])
+        for name, value in headers:
+            if name not in _ROUTING_FIELDS:
                 continue
-            if lower == b"via":
+            if name == b"via":
                 traits.via.append((name, value))
-            else:
+            elif name in CLIENT_CONDITIONALS:
+                traits.conditional = True
+            elif name in ORIGIN_ONLY_CONDITIONALS:
                 traits.origin_only = True
+            else:
+                traits.directives = True
         return traits
 
 

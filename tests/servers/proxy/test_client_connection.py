@@ -193,3 +193,17 @@ async def test_a_remembered_request_that_the_cache_cannot_answer_reaches_h11(
             assert (response.status, response.body) == (200, b"fresh each time")
         assert [s.connection for s in origin.seen] == [1, 1, 1, 1]  # one pooled origin connection
         assert h.log.tags() == ["TCP_MISS/200"] * 4
+
+
+async def test_a_client_that_closes_without_a_request_is_let_go(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with running_proxy(tmp_path, {}) as h:
+        for data in (b"", b"GET http://origin.test/a HTTP/1.1\r\n"):  # nothing, or half a head
+            stream = await h.listener.connect()
+            if data:
+                await stream.send_all(data)
+            await stream.aclose()
+            await h.until(lambda: h.proxy.stats.active_connections == 0)
+        assert h.proxy.stats.connections == 2
+        assert trio.current_time() == 0
