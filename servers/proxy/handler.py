@@ -42,7 +42,7 @@ from netlab.proto.http_forwarding import (
 from netlab.proto.http_freshness import Heuristic
 from netlab.proto.http_validation import CLIENT_CONDITIONALS, ORIGIN_ONLY_CONDITIONALS
 from netlab.store.http_store import Entry, HttpStore
-from servers.proxy import cache_flow, local, tunnel
+from servers.proxy import cache_flow, local, revalidate, tunnel
 from servers.proxy.accesslog import AccessLog, Transaction
 from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
@@ -233,6 +233,8 @@ class Proxy:
                     keys = [_key(uri) for uri in doomed]
                     removed = await self.store.remove_keys([k for k in keys if k])
                     log.debug("%s %s invalidated %d stored responses", tx.method, target.uri, removed)
+                elif request.method == b"HEAD" and exchange.status == 200:
+                    await revalidate.apply_head(self, target, request.headers.raw_items(), exchange)
                 await self.relay(client, exchange, tx)
         except UpstreamError as exc:
             tx.status = exc.status
