@@ -270,6 +270,11 @@ class HttpStore:
         await self._db(lambda: self._index.delete([entry.id]))
 
     @property
+    def directory(self) -> Path:
+        """The cache directory."""
+        return self._index.directory
+
+    @property
     def tmp_dir(self) -> Path:
         """Where bodies being received are written before they are committed."""
         return self._index.tmp

@@ -48,7 +48,7 @@ from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
 from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
 from servers.proxy.reaper import IdleReaper
-from servers.proxy.status import Stats
+from servers.proxy.status import Stats, WorkerReports
 from servers.proxy.wire import RequestMemo, prepare_head
 
 __all__ = ["Proxy"]
@@ -91,6 +91,7 @@ class Proxy:
         self.x_cache_name = b"netlab"
         self.reaper = IdleReaper(config.idle_timeout)
         self.request_memo = RequestMemo()
+        self.reports: WorkerReports | None = None  # with several worker processes
         self.revalidating: set[str] = set()  # URIs with a background revalidation running
         self._allowed: dict[str, bool] = {}
         self._heads: dict[int, tuple[Entry, int, bytes]] = {}
