@@ -246,17 +246,19 @@ class ClientConnection:
                 await self._send(part)
 
     async def send_prepared(self, head: bytes, body: bytes = b"") -> None:
-        """Send a response head serialised by :func:`prepare_head`, and ``body`` (whole or a first
-        part: the rest follows with :meth:`send_prepared_data`).
+        """Send a response head serialised by :func:`~servers.proxy.wire.prepare_head`, and
+        ``body`` (whole or a first part: the rest follows with :meth:`send_prepared_data`).
 
         For a request without content only; h11's writer is not involved (see the module notes).
 
         Raises:
             ClientGone: the client is no longer there.
         """
+        if self._prepared:
+            raise h11.LocalProtocolError("a response was already started")
         # (A request from the memo expects no 100 and has had no answer: h11 need not be asked.)
         if self._unparsed is None:
-            if self._prepared or self._conn.our_state is not h11.SEND_RESPONSE:
+            if self._conn.our_state is not h11.SEND_RESPONSE:
                 raise h11.LocalProtocolError("a response was already started")
             if self._conn.they_are_waiting_for_100_continue:
                 self._body_refused = True  # as in send_head
