@@ -13,10 +13,11 @@ they happen for every request; everything that touches the disk (body files, the
 * With several processes on one directory (``shared=True``), a lookup first applies the changes
   the others have journalled (:meth:`HttpStore.refresh`), so an invalidation by one is seen by all.
 * An invalidation (RFC 9111 section 4.4) also stops responses that are still on their way into
-  the store: a request takes its :class:`Generation` when it begins, and a commit for a key
-  invalidated since then is dropped.  In this process the check is a dictionary lookup before and
-  after the index write; across processes the index checks its journal inside the commit's
-  transaction.  So a response requested before an unsafe request never lands after it.
+  the store: a request takes its :class:`~netlab.store.http_generation.Generation` when it
+  begins, and a commit for a key invalidated since then is dropped.  In this process the check is
+  a dictionary lookup before and after the index write; across processes the index checks its
+  journal inside the commit's transaction.  So a response requested before an unsafe request
+  never lands after it.
 """
 
 from __future__ import annotations
@@ -33,34 +34,21 @@ from typing import Self, TypeVar
 import trio
 
 from netlab.proto.http_stored import StoredResponse
+from netlab.store.http_generation import Generation, Invalidations
 from netlab.store.http_index import Change, DiskIndex, IndexRow
 from netlab.store.http_writer import BodyWriter
 
-__all__ = ["BodyGone", "Entry", "Generation", "HttpStore"]
+__all__ = ["BodyGone", "Entry", "HttpStore"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 READ_CHUNK = 256 * 1024  # bytes per read of a body from disk
-INVALIDATION_MARKS = 10_000  # recently invalidated keys remembered for writers in flight
 
 
 class BodyGone(Exception):
     """The entry's body vanished (evicted or invalidated, maybe by another process): a miss."""
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    """Where the store stood when a request began, for its writer to check at commit.
-
-    ``local`` counts this process's invalidations; ``journal`` is the journal position this
-    process had caught up with (shared stores only), past which other processes' invalidations
-    are looked for.
-    """
-
-    local: int
-    journal: int | None
 
 
 @dataclass(frozen=True)
@@ -104,11 +92,7 @@ class HttpStore:
         self._memory_used = 0
         self._touched: dict[int, float] = {}
         self._seq = 0
-        # Invalidations: a counter, the counter's value at each key's latest one, and a floor
-        # below which a writer's generation is too old to tell (the marks were cleared).
-        self._invalidations = 0
-        self._invalidated: dict[str, int] = {}
-        self._invalidated_floor = 0
+        self._invalidations = Invalidations()
         self.shared = shared
 
     @classmethod
@@ -224,11 +208,7 @@ class HttpStore:
 
         For a shared store, call :meth:`refresh` first, so that the journal position is current.
         """
-        return Generation(self._invalidations, self._seq if self.shared else None)
-
-    def invalidated_since(self, key: str, since: Generation) -> bool:
-        """Whether this process invalidated ``key`` after ``since`` was taken."""
-        return since.local < self._invalidated_floor or self._invalidated.get(key, -1) > since.local
+        return self._invalidations.generation(self._seq if self.shared else None)
 
     def begin(
         self, key: str, expected_size: int | None = None, *, since: Generation | None = None
@@ -251,13 +231,7 @@ class HttpStore:
     async def remove_keys(self, keys: list[str]) -> int:
         """Invalidate ``keys`` (RFC 9111 section 4.4): every variant stored for them is deleted,
         and responses to them still being stored will not be; returns how many were deleted."""
-        for key in keys:
-            if len(self._invalidated) >= INVALIDATION_MARKS:
-                # Forget the marks; a writer older than this point is then dropped to be safe.
-                self._invalidated.clear()
-                self._invalidated_floor = self._invalidations
-            self._invalidations += 1
-            self._invalidated[key] = self._invalidations
+        self._invalidations.note(keys)
         # At once, so that no request served from now on sees them ...
         self._forget([e.id for key in keys for e in self._by_key.get(key, [])])
         # ... and in the index by key, which also removes what other processes stored.
@@ -373,7 +347,7 @@ class HttpStore:
 
         Returns None, storing nothing, if the key was invalidated since the writer's generation.
         """
-        if self.invalidated_since(writer.key, writer.since):
+        if self._invalidations.since(writer.key, writer.since):
             log.debug("not storing %s: invalidated while it was received", writer.key)
             await self.run_blocking(lambda: tmp.unlink(missing_ok=True))
             return None
@@ -398,7 +372,7 @@ class HttpStore:
         if row is None:
             log.debug("not storing %s: another process invalidated it meanwhile", writer.key)
             return None
-        if self.invalidated_since(writer.key, writer.since):
+        if self._invalidations.since(writer.key, writer.since):
             # Invalidated here while the index write was under way: whichever of the two reached
             # the index first, the entry must go (deleting it twice is harmless).
             row_id = row.id

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from netlab.proto.http_stored import StoredResponse
 
 if TYPE_CHECKING:
-    from netlab.store.http_store import Entry, Generation, HttpStore
+    from netlab.store.http_generation import Generation
+    from netlab.store.http_store import Entry, HttpStore
 
 __all__ = ["WRITE_BATCH", "BodyWriter"]
 

@@ -31,7 +31,8 @@ from netlab.proto.http_cache_control import RequestDirectives
 from netlab.proto.http_fields import Fields
 from netlab.proto.http_forwarding import Target
 from netlab.proto.http_stored import select
-from netlab.store.http_store import Entry, Generation
+from netlab.store.http_generation import Generation
+from netlab.store.http_store import Entry
 from servers.proxy.accesslog import Transaction
 from servers.proxy.client import ClientConnection
 from servers.proxy.pool import UpstreamError

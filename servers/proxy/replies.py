@@ -19,7 +19,8 @@ from netlab.proto.http_fields import Fields, first_value, has_field, parse_delta
 from netlab.proto.http_forwarding import Target
 from netlab.proto.http_stored import vary_matches
 from netlab.proto.http_validation import client_wants_304, not_modified_fields
-from netlab.store.http_store import BodyGone, Entry, Generation
+from netlab.store.http_generation import Generation
+from netlab.store.http_store import BodyGone, Entry
 from servers.proxy.accesslog import Transaction
 from servers.proxy.client import ClientConnection
 from servers.proxy.forward import Exchange

@@ -23,7 +23,8 @@ from netlab.proto.http_fields import Fields
 from netlab.proto.http_forwarding import Target
 from netlab.proto.http_stored import vary_matches
 from netlab.proto.http_validation import CLIENT_CONDITIONALS, freshen, revalidation_fields, update_from_head
-from netlab.store.http_store import Entry, Generation
+from netlab.store.http_generation import Generation
+from netlab.store.http_store import Entry
 from servers.proxy.accesslog import Transaction
 from servers.proxy.client import ClientConnection
 from servers.proxy.forward import Exchange, UpstreamBroken

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from netlab.proto.http_stored import StoredResponse
+from netlab.store.http_generation import MARKS, Invalidations
 from netlab.store.http_store import Entry, HttpStore
 from tests.proto.http_helpers import stored
 
@@ -263,3 +264,20 @@ async def test_an_invalidation_by_another_process_drops_a_store_in_progress(tmp_
     # After catching up, one stores again.
     await one.refresh()
     assert (await put(one, "http://a.test/x", b"new")).size == 3
+
+
+def test_invalidation_marks_are_bounded_and_err_on_the_safe_side() -> None:
+    marks = Invalidations()
+    before = marks.generation(None)
+    marks.note(["http://a.test/0"])
+    after = marks.generation(None)
+    assert marks.since("http://a.test/0", before)
+    assert not marks.since("http://a.test/0", after)
+    assert not marks.since("http://a.test/1", before)
+    marks.note([f"http://a.test/{i}" for i in range(1, MARKS + 1)])  # the marks overflow once
+    # Writers older than the overflow cannot be told apart any more: all are stopped.
+    assert marks.since("http://a.test/0", after)
+    now = marks.generation(None)
+    assert not marks.since("http://a.test/0", now)
+    marks.note(["http://a.test/0"])
+    assert marks.since("http://a.test/0", now)
