@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from netlab.proto.http_fields import Fields, field_values, parse_delta_seconds, split_list
 
-__all__ = ["RequestDirectives", "ResponseDirectives", "parse_directives"]
+__all__ = ["NO_REQUEST_DIRECTIVES", "RequestDirectives", "ResponseDirectives", "parse_directives"]
 
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -144,7 +144,7 @@ class RequestDirectives:
             # "Pragma: no-cache" (HTTP/1.0 clients, browsers' reload) means no-cache.
             if any(m.lower() == b"no-cache" for m in split_list(field_values(fields, b"pragma"))):
                 return _PRAGMA_NO_CACHE
-            return _NO_REQUEST_DIRECTIVES
+            return NO_REQUEST_DIRECTIVES
         max_stale: float | None = None
         if "max-stale" in d:
             # "If no value is assigned to max-stale, then the client will accept a stale
@@ -161,5 +161,5 @@ class RequestDirectives:
         )
 
 
-_NO_REQUEST_DIRECTIVES = RequestDirectives()
+NO_REQUEST_DIRECTIVES = RequestDirectives()  # what a request without Cache-Control or Pragma asks
 _PRAGMA_NO_CACHE = RequestDirectives(no_cache=True)

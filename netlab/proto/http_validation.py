@@ -4,7 +4,8 @@ Strategy: three pure steps around a stored response.
 
 * Towards the origin: :func:`revalidation_fields` builds the conditional request that asks "has
   it changed?" (section 4.3.1), and :func:`freshen` applies a 304 answer to the stored response
-  (sections 4.3.4 and 3.2).
+  (sections 4.3.4 and 3.2); :func:`update_from_head` does the same with a 200 answer to HEAD
+  (section 4.3.5).
 * Towards the client: :func:`client_wants_304` evaluates a client's own If-None-Match and
   If-Modified-Since against the stored response (section 4.3.2) so the cache can answer 304
   without asking anyone, and :func:`not_modified_fields` says what that 304 carries
@@ -30,6 +31,7 @@ __all__ = [
     "freshen",
     "not_modified_fields",
     "revalidation_fields",
+    "update_from_head",
 ]
 
 #: A client's validators; they are replaced by the cache's own when it revalidates.
@@ -84,16 +86,45 @@ def freshen(
             return None
     elif new_last_modified is not None and stored.last_modified != new_last_modified:
         return None
+    return _updated(stored, fields_304, request_time=request_time, response_time=response_time)
 
-    updates = [(n, v) for n, v in end_to_end_fields(fields_304) if n.lower() not in _NOT_UPDATED]
+
+def update_from_head(
+    stored: StoredResponse, head_fields: Fields, *, request_time: float, response_time: float
+) -> StoredResponse | None:
+    """``stored`` (a GET response) updated by a 200 answer to HEAD (section 4.3.5), or None if
+    the two do not match, and the stored response is to be considered stale.
+
+    They match when their validators (ETag, Last-Modified) are the same and, if the HEAD
+    response has a Content-Length, so is that.  A pair with no validator at all is not taken to
+    match: nothing would then tell that the stored body is the one the HEAD response describes.
+    """
+    new_tags = parse_entity_tags(field_values(head_fields, b"etag")) or []
+    new_etag = new_tags[0] if new_tags else None
+    new_last_modified = parse_http_date(first_value(head_fields, b"last-modified"), now=response_time)
+    if new_etag is None and new_last_modified is None:
+        return None
+    if new_etag != stored.etag or new_last_modified != stored.last_modified:
+        return None
+    length = first_value(head_fields, b"content-length")
+    if length is not None and length.strip() != str(stored.content_length).encode():
+        return None
+    return _updated(stored, head_fields, request_time=request_time, response_time=response_time)
+
+
+def _updated(
+    stored: StoredResponse, fields: Fields, *, request_time: float, response_time: float
+) -> StoredResponse:
+    """``stored`` with the fields of a newer response about it (section 3.2)."""
+    updates = [(n, v) for n, v in end_to_end_fields(fields) if n.lower() not in _NOT_UPDATED]
     replaced = {n.lower() for n, _ in updates}
     headers = [(n, v) for n, v in stored.headers if n.lower() not in replaced]
     headers += updates
-    if first_value(fields_304, b"date") is None:
-        # The stored Date described the old response; the 304 is what was just received.
+    if first_value(fields, b"date") is None:
+        # The stored Date described the old response; the newer one is what was just received.
         headers = [(n, v) for n, v in headers if n.lower() != b"date"]
         headers.append((b"Date", format_http_date(response_time)))
-    if first_value(fields_304, b"age") is None:
+    if first_value(fields, b"age") is None:
         headers = [(n, v) for n, v in headers if n.lower() != b"age"]
     return stored.with_headers(headers, request_time=request_time, response_time=response_time)
 

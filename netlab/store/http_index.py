@@ -6,6 +6,7 @@ Strategy: every method here is synchronous and blocking, and is called from a wo
 Layout of the cache directory::
 
     index.sqlite            entries (id, key, variant, meta JSON, size, last_used) + a journal
+    index.seq               the journal's latest sequence number, 8 bytes, mapped into memory
     bodies/<xx>/<id>        the body of entry <id>; <xx> = id mod 256 in hex, to keep dirs small
     tmp/                    bodies being received; renamed into bodies/ only once complete
 
@@ -18,12 +19,20 @@ a file name always means one body.
 Several processes may share one cache directory (``--workers``).  Each keeps its own in-memory
 view of the index; the ``journal`` table records every insert, update and delete in order, so a
 process brings its view up to date by reading the journal past the last sequence number it saw.
+It also records invalidations by key (RFC 9111 section 4.4): a commit that was requested before
+one of those, in any process, is refused inside its own transaction.  Every transaction that
+journals something also writes the journal's latest sequence number to ``index.seq``, which each
+process maps into memory: a process learns whether it is behind by reading 8 bytes of memory,
+without asking SQLite, before every lookup.  The number is written while the transaction holds
+SQLite's write lock, so it only grows; a reader may see it a moment before the rows it announces,
+and then simply looks again at its next lookup.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -48,7 +57,8 @@ CREATE INDEX IF NOT EXISTS entries_by_use ON entries (last_used);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id  INTEGER NOT NULL,
-    op  TEXT NOT NULL            -- 'put' (new or updated entry) or 'del'
+    op  TEXT NOT NULL,           -- 'put' (new or updated entry), 'del', or 'inv' (key invalidated)
+    key TEXT                     -- for 'inv': the invalidated key (id is then 0)
 );
 """
 
@@ -68,11 +78,16 @@ class IndexRow:
 
 @dataclass(frozen=True)
 class Change:
-    """One journal record: entry ``id`` was inserted or updated (``row``), or deleted (None)."""
+    """One journal record: entry ``id`` was inserted or updated (``row``), or deleted (None).
+
+    An invalidation record (``invalidation``) changes no entry by itself (the deletions it caused
+    have records of their own); it only moves the journal position on.
+    """
 
     seq: int
     id: int
     row: IndexRow | None
+    invalidation: bool = False
 
 
 class DiskIndex:
@@ -92,9 +107,31 @@ class DiskIndex:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(journal)")}
+        if "key" not in columns:  # a cache directory from before invalidations were journalled
+            self._db.execute("ALTER TABLE journal ADD COLUMN key TEXT")
+        self._journalled = False  # by the transaction in progress
+        fd = os.open(directory / "index.seq", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            self._seq_map = mmap.mmap(fd, 8)
+        finally:
+            os.close(fd)
+        # An aligned 8-byte item: read and written whole (one machine word) by every process.
+        self._published = memoryview(self._seq_map).cast("Q")
 
     def close(self) -> None:
         self._db.close()
+        self._published.release()
+        self._seq_map.close()
+
+    def published_seq(self) -> int:
+        """The journal's latest sequence number, as the last writer (of any process) published it.
+
+        Cheap (a memory read) and safe to call from any thread.
+        """
+        return int(self._published[0])
 
     def body_path(self, entry_id: int) -> Path:
         return self.bodies / f"{entry_id % 256:02x}" / str(entry_id)
@@ -150,7 +187,7 @@ class DiskIndex:
                 if op == "put":
                     found = self._db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
                     row = self._row(found) if found else None
-                out.append(Change(s, entry_id, row))
+                out.append(Change(s, entry_id, row, invalidation=op == "inv"))
             return out
 
     def commit(
@@ -165,15 +202,26 @@ class DiskIndex:
         replaces: list[int],
         touched: dict[int, float],
         max_bytes: int,
-    ) -> tuple[IndexRow, list[int]]:
+        unless_invalidated_after: int | None = None,
+    ) -> tuple[IndexRow | None, list[int]]:
         """Insert a complete body as a new entry; returns it and the ids deleted on the way.
 
         Deleted are: the entries it replaces (``replaces``, and any with the same key and
         variant), then the least recently used entries until the cache fits ``max_bytes``.
         ``touched`` carries last-use times noted in memory since the last commit.
+
+        With ``unless_invalidated_after`` (a journal position), nothing is inserted (the row is
+        None and the body file deleted) if ``key`` was invalidated after it, by any process:
+        the response was requested before the unsafe request changed the resource (RFC 9111
+        section 4.4).  A journal trimmed past that position counts as such an invalidation.
         """
         deleted: list[int] = []
         with self._transaction():
+            if unless_invalidated_after is not None and self._invalidated_after(
+                key, unless_invalidated_after
+            ):
+                tmp_path.unlink(missing_ok=True)
+                return None, []
             self._record_use(touched)
             same = self._db.execute(
                 "SELECT id FROM entries WHERE key = ? AND variant = ?", (key, variant)
@@ -219,6 +267,23 @@ class DiskIndex:
             for entry_id in entry_ids:
                 self._delete(entry_id)
 
+    def invalidate(self, keys: list[str]) -> list[int]:
+        """Delete every entry stored under ``keys`` and journal the invalidation; the ids deleted.
+
+        By key, not by the ids one process knows: entries another process stored meanwhile go too.
+        """
+        deleted: list[int] = []
+        with self._transaction():
+            for key in keys:
+                for (entry_id,) in self._db.execute(
+                    "SELECT id FROM entries WHERE key = ?", (key,)
+                ).fetchall():
+                    if self._delete(entry_id):
+                        deleted.append(entry_id)
+                self._db.execute("INSERT INTO journal (id, op, key) VALUES (0, 'inv', ?)", (key,))
+                self._journalled = True
+        return deleted
+
     def touch(self, touched: dict[int, float]) -> None:
         """Record last-use times (not journalled: they only steer eviction)."""
         with self._transaction():
@@ -237,7 +302,7 @@ class DiskIndex:
     # -- internals ---------------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self)
 
     def _delete(self, entry_id: int) -> bool:
         cursor = self._db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
@@ -249,8 +314,24 @@ class DiskIndex:
         self.body_path(entry_id).unlink(missing_ok=True)
         return True
 
+    def _invalidated_after(self, key: str, seq: int) -> bool:
+        first = self._db.execute("SELECT MIN(seq) FROM journal").fetchone()[0]
+        if first is not None and first > seq + 1:
+            return True  # trimmed: what happened after ``seq`` is no longer known
+        found = self._db.execute(
+            "SELECT 1 FROM journal WHERE seq > ? AND op = 'inv' AND key = ? LIMIT 1", (seq, key)
+        ).fetchone()
+        return found is not None
+
     def _journal(self, entry_id: int, op: str) -> None:
         self._db.execute("INSERT INTO journal (id, op) VALUES (?, ?)", (entry_id, op))
+        self._journalled = True
+
+    def _publish(self) -> None:
+        """Announce the journal's new end (in the transaction, under SQLite's write lock)."""
+        if self._journalled:
+            self._journalled = False
+            self._published[0] = int(self._db.execute("SELECT MAX(seq) FROM journal").fetchone()[0])
 
     def _record_use(self, touched: dict[int, float]) -> None:
         rows = [(t, i) for i, t in touched.items()]
@@ -269,11 +350,17 @@ class DiskIndex:
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ROLLBACK on error): one writer at a time."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, index: DiskIndex) -> None:
+        self._index = index
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._index._journalled = False
+        self._index._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self._index._publish()
+            self._index._db.execute("COMMIT")
+        else:
+            self._index._journalled = False
+            self._index._db.execute("ROLLBACK")

@@ -12,6 +12,12 @@ they happen for every request; everything that touches the disk (body files, the
   least recently used dropped first), so a hot small object is served without a thread hop.
 * With several processes on one directory (``shared=True``), a lookup first applies the changes
   the others have journalled (:meth:`HttpStore.refresh`), so an invalidation by one is seen by all.
+* An invalidation (RFC 9111 section 4.4) also stops responses that are still on their way into
+  the store: a request takes its :class:`~netlab.store.http_generation.Generation` when it
+  begins, and a commit for a key invalidated since then is dropped.  In this process the check is
+  a dictionary lookup before and after the index write; across processes the index checks its
+  journal inside the commit's transaction.  So a response requested before an unsafe request
+  never lands after it.
 """
 
 from __future__ import annotations
@@ -19,16 +25,16 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import sqlite3
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import trio
 
 from netlab.proto.http_stored import StoredResponse
+from netlab.store.http_generation import Generation, Invalidations
 from netlab.store.http_index import Change, DiskIndex, IndexRow
 from netlab.store.http_writer import BodyWriter
 
@@ -86,11 +92,8 @@ class HttpStore:
         self._memory_used = 0
         self._touched: dict[int, float] = {}
         self._seq = 0
+        self._invalidations = Invalidations()
         self.shared = shared
-        self._probe: sqlite3.Connection | None = None
-        if shared:
-            self._probe = sqlite3.connect(index.directory / "index.sqlite", check_same_thread=False)
-            self._data_version = self._probe_version()
 
     @classmethod
     async def open(
@@ -105,7 +108,7 @@ class HttpStore:
         shared: bool = False,
         recover: bool = True,
         threads: bool = True,
-    ) -> HttpStore:
+    ) -> Self:
         """Open (creating if needed) the cache in ``directory`` and load its index.
 
         ``recover`` cleans up after an unclean stop; with several processes only the first may.
@@ -143,8 +146,6 @@ class HttpStore:
             self._index.close()
 
         await self._db(_close)
-        if self._probe is not None:
-            self._probe.close()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -152,9 +153,9 @@ class HttpStore:
         """The stored responses for a target URI (one per Vary variant)."""
         return self._by_key.get(key, [])
 
-    def memory_body(self, entry: Entry) -> bytes | None:
-        """The body if it is in the memory tier (and marks the entry used)."""
-        self._touched[entry.id] = self._clock()
+    def memory_body(self, entry: Entry, now: float | None = None) -> bytes | None:
+        """The body if it is in the memory tier (and marks the entry used, ``now`` if given)."""
+        self._touched[entry.id] = self._clock() if now is None else now
         body = self._memory.get(entry.id)
         if body is not None:
             self._memory.move_to_end(entry.id)
@@ -191,12 +192,8 @@ class HttpStore:
 
     async def refresh(self) -> None:
         """Apply what other processes changed since we last looked (only when ``shared``)."""
-        if self._probe is None:
-            return
-        version = self._probe_version()
-        if version == self._data_version:
-            return
-        self._data_version = version
+        if not self.shared or self._index.published_seq() <= self._seq:
+            return  # the usual case, found out without a thread or a query
         changes = await self._db(lambda: self._index.changes_since(self._seq))
         if changes is None:
             rows, seq = await self._db(self._index.load)
@@ -206,9 +203,22 @@ class HttpStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def begin(self, key: str, expected_size: int | None = None) -> BodyWriter:
-        """A writer for a response to ``key`` that is about to stream."""
-        return BodyWriter(self, key, expected_size)
+    def generation(self) -> Generation:
+        """The store's generation now: take it when a request begins, before the origin is asked.
+
+        For a shared store, call :meth:`refresh` first, so that the journal position is current.
+        """
+        return self._invalidations.generation(self._seq if self.shared else None)
+
+    def begin(
+        self, key: str, expected_size: int | None = None, *, since: Generation | None = None
+    ) -> BodyWriter:
+        """A writer for a response to ``key`` that is about to stream.
+
+        ``since`` is the generation taken when the request began (by default: now); the response
+        is not stored if ``key`` is invalidated after it (RFC 9111 section 4.4).
+        """
+        return BodyWriter(self, key, expected_size, self.generation() if since is None else since)
 
     async def update(self, entry: Entry, stored: StoredResponse) -> Entry:
         """Replace an entry's metadata, as after a 304 (RFC 9111 section 4.3.4)."""
@@ -219,16 +229,24 @@ class HttpStore:
         return updated
 
     async def remove_keys(self, keys: list[str]) -> int:
-        """Delete every variant stored for ``keys`` (invalidation, RFC 9111 section 4.4)."""
-        ids = [e.id for key in keys for e in self._by_key.get(key, [])]
-        if ids:
-            self._forget(ids)  # at once, so that no request served from now on sees them
-            await self._db(lambda: self._index.delete(ids))
-        return len(ids)
+        """Invalidate ``keys`` (RFC 9111 section 4.4): every variant stored for them is deleted,
+        and responses to them still being stored will not be; returns how many were deleted."""
+        self._invalidations.note(keys)
+        # At once, so that no request served from now on sees them ...
+        self._forget([e.id for key in keys for e in self._by_key.get(key, [])])
+        # ... and in the index by key, which also removes what other processes stored.
+        deleted = await self._db(lambda: self._index.invalidate(keys))
+        self._forget(deleted)
+        return len(deleted)
 
     async def remove(self, entry: Entry) -> None:
         self._forget([entry.id])
         await self._db(lambda: self._index.delete([entry.id]))
+
+    @property
+    def directory(self) -> Path:
+        """The cache directory."""
+        return self._index.directory
 
     @property
     def tmp_dir(self) -> Path:
@@ -265,10 +283,6 @@ class HttpStore:
         await trio.lowlevel.checkpoint()
         return fn()
 
-    def _probe_version(self) -> int:
-        assert self._probe is not None
-        return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
-
     def _entry(self, row: IndexRow) -> Entry:
         return Entry(row.id, row.key, row.variant, StoredResponse.from_json(row.meta), row.size)
 
@@ -284,7 +298,9 @@ class HttpStore:
 
     def _apply(self, changes: list[Change]) -> None:
         for change in changes:
-            if change.row is None:
+            if change.invalidation:
+                pass  # its deletions are records of their own; commits check it in the index
+            elif change.row is None:
                 self._forget([change.id])
             else:
                 self._put(self._entry(change.row))
@@ -326,8 +342,15 @@ class HttpStore:
 
     async def commit_body(
         self, writer: BodyWriter, stored: StoredResponse, replaces: list[int], tmp: Path, memory: bytes | None
-    ) -> Entry:
-        """Make a complete body (in the temporary file ``tmp``) an entry: :meth:`BodyWriter.commit`."""
+    ) -> Entry | None:
+        """Make a complete body (in the temporary file ``tmp``) an entry: :meth:`BodyWriter.commit`.
+
+        Returns None, storing nothing, if the key was invalidated since the writer's generation.
+        """
+        if self._invalidations.since(writer.key, writer.since):
+            log.debug("not storing %s: invalidated while it was received", writer.key)
+            await self.run_blocking(lambda: tmp.unlink(missing_ok=True))
+            return None
         touched, self._touched = self._touched, {}
         variant = json.dumps(stored.to_json()["vary_key"])
         now = self._clock()
@@ -342,9 +365,19 @@ class HttpStore:
                 replaces=replaces,
                 touched=touched,
                 max_bytes=self.max_bytes,
+                unless_invalidated_after=writer.since.journal,
             )
         )
         self._forget(deleted)
+        if row is None:
+            log.debug("not storing %s: another process invalidated it meanwhile", writer.key)
+            return None
+        if self._invalidations.since(writer.key, writer.since):
+            # Invalidated here while the index write was under way: whichever of the two reached
+            # the index first, the entry must go (deleting it twice is harmless).
+            row_id = row.id
+            await self._db(lambda: self._index.delete([row_id]))
+            return None
         entry = Entry(row.id, row.key, row.variant, stored, row.size)
         self._put(entry)
         if memory is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from netlab.proto.http_stored import StoredResponse
 
 if TYPE_CHECKING:
+    from netlab.store.http_generation import Generation
     from netlab.store.http_store import Entry, HttpStore
 
 __all__ = ["WRITE_BATCH", "BodyWriter"]
@@ -35,9 +36,10 @@ class BodyWriter:
     ``max_object_bytes`` or the disk fails; :attr:`failed` then says so.
     """
 
-    def __init__(self, store: HttpStore, key: str, expected_size: int | None) -> None:
+    def __init__(self, store: HttpStore, key: str, expected_size: int | None, since: Generation) -> None:
         self._store = store
         self.key = key
+        self.since = since  # the store's generation when the request began
         self.size = 0
         self.failed = expected_size is not None and expected_size > store.max_object_bytes
         self._pending: list[bytes] = []
@@ -67,7 +69,8 @@ class BodyWriter:
             await self._flush()
 
     async def commit(self, stored: StoredResponse, replaces: list[int]) -> Entry | None:
-        """Make the complete body an entry with metadata ``stored``; None if storing failed."""
+        """Make the complete body an entry with metadata ``stored``; None if storing failed or
+        the key was invalidated after the request began."""
         await self._flush()
         if self.failed or self._fd is None or self._path is None:
             return None

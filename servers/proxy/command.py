@@ -29,7 +29,8 @@ from netlab.config import NetlabConfig, data_path
 from netlab.log import access_logger
 from netlab.store.http_index import DiskIndex
 from netlab.store.http_store import HttpStore
-from servers.proxy.server import open_listeners, serve
+from servers.proxy.server import WORKER_REPORTS, open_listeners, serve
+from servers.proxy.status import WorkerReports
 
 __all__ = ["command", "run", "service"]
 
@@ -46,10 +47,14 @@ async def run(
     config: NetlabConfig,
     stopping: trio.Event,
     *,
-    shared: bool = False,
+    worker: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """One proxy process: serve until ``stopping`` is set, then drain and close the cache."""
+    """One proxy process: serve until ``stopping`` is set, then drain and close the cache.
+
+    ``worker`` is this process's number among ``--workers`` processes sharing the cache.
+    """
+    shared = worker is not None
     pc = config.proxy
     directory = cache_directory(config)
     clock = WallClock()
@@ -74,7 +79,16 @@ async def run(
                 lines.append(f"http://{host}:{port}/ (cache {directory}, {store.object_count} objects)")
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                partial(serve, pc, store, listeners, stopping=stopping, resolver=resolver, clock=clock.now)
+                partial(
+                    serve,
+                    pc,
+                    store,
+                    listeners,
+                    stopping=stopping,
+                    resolver=resolver,
+                    clock=clock.now,
+                    worker=None if worker is None else (worker, pc.workers),
+                )
             )
             task_status.started(lines)
     finally:
@@ -172,6 +186,7 @@ def _run_workers(config: NetlabConfig) -> int:
     index = DiskIndex(cache_directory(config))
     index.recover()  # once, before anyone else opens the directory
     index.close()
+    WorkerReports.clear(cache_directory(config) / WORKER_REPORTS)  # a smaller set may run now
     children = []
     for number in range(config.proxy.workers):
         pid = os.fork()
@@ -212,7 +227,7 @@ def _run_workers(config: NetlabConfig) -> int:
 
 async def _worker_main(config: NetlabConfig, number: int) -> None:
     async def serve_worker(lifetime: Lifetime, *, task_status: trio.TaskStatus[list[str]]) -> None:
-        await run(config, lifetime.stopping, shared=True, task_status=task_status)
+        await run(config, lifetime.stopping, worker=number, task_status=task_status)
 
     def started(svc: Service, lines: list[str]) -> None:
         if number == 0:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 import h11
@@ -27,7 +27,8 @@ import trio
 
 from netlab.config import ProxyConfig
 from netlab.proto.http_cache import CachePolicy, invalidated_uris
-from netlab.proto.http_fields import Fields, first_value, format_http_date, has_field
+from netlab.proto.http_cache_control import NO_REQUEST_DIRECTIVES, RequestDirectives
+from netlab.proto.http_fields import first_value, format_http_date, has_field
 from netlab.proto.http_forwarding import (
     ConnectTarget,
     LocalTarget,
@@ -39,15 +40,16 @@ from netlab.proto.http_forwarding import (
     via_loops,
 )
 from netlab.proto.http_freshness import Heuristic
-from netlab.proto.http_validation import ORIGIN_ONLY_CONDITIONALS
+from netlab.proto.http_validation import CLIENT_CONDITIONALS, ORIGIN_ONLY_CONDITIONALS
 from netlab.store.http_store import Entry, HttpStore
-from servers.proxy import cache_flow, local, tunnel
+from servers.proxy import cache_flow, local, revalidate, tunnel
 from servers.proxy.accesslog import AccessLog, Transaction
-from servers.proxy.client import ClientConnection, ClientGone, IdleReaper
+from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
-from servers.proxy.pages import reason_phrase
 from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
-from servers.proxy.status import Stats
+from servers.proxy.reaper import IdleReaper
+from servers.proxy.status import Stats, WorkerReports
+from servers.proxy.wire import RequestMemo, prepare_head
 
 __all__ = ["Proxy"]
 
@@ -88,9 +90,11 @@ class Proxy:
         self.stats = Stats(started=clock())
         self.x_cache_name = b"netlab"
         self.reaper = IdleReaper(config.idle_timeout)
+        self.request_memo = RequestMemo()
+        self.reports: WorkerReports | None = None  # with several worker processes
         self.revalidating: set[str] = set()  # URIs with a background revalidation running
         self._allowed: dict[str, bool] = {}
-        self._heads: dict[int, tuple[Entry, int, h11.Response]] = {}
+        self._heads: dict[int, tuple[Entry, int, bytes]] = {}
         self._targets: dict[bytes, Target | ConnectTarget | LocalTarget] = {}
 
     @property
@@ -180,7 +184,7 @@ class Proxy:
             return
         tx.url = target.uri
         fields = request.headers.raw_items()
-        traits = _Traits.of(fields)
+        traits = _Traits.of(request.headers)
         if traits.via and via_loops(traits.via, self.received_by):
             tx.status = 508
             await client.send_error(
@@ -191,10 +195,15 @@ class Proxy:
             # RFC 9110 section 7.6.2: the last hop the client asked for answers itself.
             await local.answer_last_hop(client, request, tx)
             return
-        if method in (b"GET", b"HEAD") and not traits.origin_only and not traits.has_body:
-            await cache_flow.serve(self, client, request, target, tx, fields)
+        has_body = client.request_has_body
+        if method in (b"GET", b"HEAD") and not traits.origin_only and not has_body:
+            directives = RequestDirectives.from_fields(fields) if traits.directives else NO_REQUEST_DIRECTIVES
+            conditional = traits.conditional
+            await cache_flow.serve(
+                self, client, request, target, tx, fields, directives=directives, conditional=conditional
+            )
         else:
-            await self.forward_uncached(client, request, target, tx, has_body=traits.has_body)
+            await self.forward_uncached(client, request, target, tx, has_body=has_body)
 
     async def forward_uncached(
         self,
@@ -225,6 +234,8 @@ class Proxy:
                     keys = [_key(uri) for uri in doomed]
                     removed = await self.store.remove_keys([k for k in keys if k])
                     log.debug("%s %s invalidated %d stored responses", tx.method, target.uri, removed)
+                elif request.method == b"HEAD" and exchange.status == 200:
+                    await revalidate.apply_head(self, target, request.headers.raw_items(), exchange)
                 await self.relay(client, exchange, tx)
         except UpstreamError as exc:
             tx.status = exc.status
@@ -239,9 +250,9 @@ class Proxy:
         """Passes an origin's 1xx on: 100 only to a client waiting for it (RFC 9110 10.1.1)."""
 
         async def relay(event: h11.InformationalResponse) -> None:
-            if event.status_code == 100 and not client.h11.they_are_waiting_for_100_continue:
+            if event.status_code == 100 and not client.protocol.they_are_waiting_for_100_continue:
                 return
-            if event.status_code == 101 or client.h11.their_http_version != b"1.1":
+            if event.status_code == 101 or client.protocol.their_http_version != b"1.1":
                 return  # no protocol switch through the proxy; HTTP/1.0 clients do not know 1xx
             await client.send_informational(event.status_code, list(event.headers.raw_items()))
 
@@ -265,20 +276,18 @@ class Proxy:
         headers.append(self.x_cache(x_cache))
         return headers
 
-    def stored_head(self, entry: Entry, age: int) -> h11.Response:
-        """The head of a response from the store.
+    def stored_head(self, entry: Entry, age: int) -> bytes:
+        """The head of a response from the store, serialised (:func:`prepare_head`).
 
-        Built (and validated by h11) once per stored response and value of Age, which changes
-        once a second: a hot object's head is reused by every hit in between.
+        Built once per stored response and value of Age, which changes once a second: a hot
+        object's head is reused by every hit in between.
         """
         memo = self._heads.get(entry.id)
         if memo is not None and memo[0] is entry and memo[1] == age:
             return memo[2]
         stored = entry.stored
-        head = h11.Response(
-            status_code=stored.status,
-            headers=[*stored.headers, (b"Age", b"%d" % age), self.x_cache(b"HIT")],
-            reason=stored.reason or reason_phrase(stored.status),
+        head = prepare_head(
+            stored.status, stored.reason, [*stored.headers, (b"Age", b"%d" % age), self.x_cache(b"HIT")]
         )
         if len(self._heads) >= _MEMO_SIZE:
             self._heads.clear()
@@ -293,8 +302,13 @@ class Proxy:
         *,
         headers: list[tuple[bytes, bytes]] | None = None,
         tee: Callable[[bytes], Awaitable[None]] | None = None,
+        before_end: Callable[[], Awaitable[None]] | None = None,
     ) -> bool:
         """Send the origin's response on to the client as it arrives (and to ``tee``).
+
+        The last chunk is held back until the origin's response is complete and ``before_end``
+        (storing it) is done: a client that has the whole response, and asks again, finds it
+        in the cache.
 
         Returns:
             Whether the whole body was relayed; if the origin failed mid-body the client's
@@ -308,9 +322,11 @@ class Proxy:
         if content_type:
             tx.content_type = content_type.decode("latin-1").split(";")[0].strip()
         await client.send_response(response.status_code, headers, reason=response.reason)
+        held = b""
         try:
             async for chunk in exchange.body():
-                await client.send_data(chunk)
+                await client.send_data(held)
+                held = chunk
                 if tee is not None:
                     await tee(chunk)
         except UpstreamBroken as exc:
@@ -318,11 +334,14 @@ class Proxy:
             tx.aborted = True
             client.mark_broken()
             return False
+        if before_end is not None:
+            await before_end()
+        await client.send_data(held)
         await client.send_end()
         return True
 
 
-_ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | {b"via", b"transfer-encoding", b"content-length"}
+_ROUTING_FIELDS = ORIGIN_ONLY_CONDITIONALS | CLIENT_CONDITIONALS | {b"via", b"cache-control", b"pragma"}
 
 
 @dataclass(slots=True)
@@ -330,24 +349,25 @@ class _Traits:
     """What routing needs to know of a request's fields, found in one pass over them."""
 
     via: list[tuple[bytes, bytes]]
-    origin_only: bool  # preconditions for the origin, or a range: not answered by the cache
-    has_body: bool  # RFC 9112 section 6.3: Transfer-Encoding, or a Content-Length above 0
+    origin_only: bool = False  # preconditions for the origin, or a range: not answered by the cache
+    directives: bool = False  # Cache-Control or Pragma: directives to parse (RFC 9111 section 5.2.1)
+    conditional: bool = False  # validators the cache may answer itself (section 4.3.2)
 
     @classmethod
-    def of(cls, fields: Fields) -> _Traits:
-        traits = cls([], False, False)
-        for name, value in fields:
-            lower = name.lower()
-            if lower not in _ROUTING_FIELDS:
+    def of(cls, headers: Iterable[tuple[bytes, bytes]]) -> _Traits:
+        """From h11's headers, whose names come lower-cased."""
+        traits = cls([])
+        for name, value in headers:
+            if name not in _ROUTING_FIELDS:
                 continue
-            if lower == b"via":
+            if name == b"via":
                 traits.via.append((name, value))
-            elif lower == b"transfer-encoding":
-                traits.has_body = True
-            elif lower == b"content-length":
-                traits.has_body = traits.has_body or value.strip() != b"0"
-            else:
+            elif name in CLIENT_CONDITIONALS:
+                traits.conditional = True
+            elif name in ORIGIN_ONLY_CONDITIONALS:
                 traits.origin_only = True
+            else:
+                traits.directives = True
         return traits
 
 

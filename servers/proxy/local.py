@@ -33,7 +33,15 @@ async def answer(
         tx.status = 405
         await client.send_response(405, [(b"Allow", b"GET, HEAD"), (b"Content-Length", b"0")], b"")
         return
-    page = render_status(proxy.stats, proxy.store, now=proxy.clock(), idle_upstream=proxy.pool.idle_count)
+    reports = proxy.reports
+    stats = proxy.stats if reports is None else await reports.total()
+    page = render_status(
+        stats,
+        proxy.store,
+        now=proxy.clock(),
+        idle_upstream=proxy.pool.idle_count,
+        workers=1 if reports is None else reports.count,
+    )
     tx.status, tx.content_type = 200, "text/html"
     headers = [
         (b"Content-Type", b"text/html; charset=utf-8"),

@@ -38,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_RECV = 256 * 1024  # bytes per receive from an origin
+MAX_RECV = 64 * 1024  # bytes per receive from an origin (below 128 KiB: see servers.proxy.client)
 
 
 class UpstreamError(Exception):

@@ -26,12 +26,21 @@ from netlab.store.http_store import HttpStore
 from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.handler import Proxy
 from servers.proxy.pool import ConnectionPool, Connector, Connects
+from servers.proxy.status import WorkerReports
 
-__all__ = ["handle_connection", "listener_authorities", "open_listeners", "peer_address", "serve"]
+__all__ = [
+    "WORKER_REPORTS",
+    "handle_connection",
+    "listener_authorities",
+    "open_listeners",
+    "peer_address",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 
 Listeners = list[trio.abc.Listener[trio.abc.Stream]]
+WORKER_REPORTS = "workers"  # where worker processes report their counters, in the cache directory
 
 
 async def open_listeners(listen: str, *, reuse_port: bool = False, backlog: int = 1024) -> Listeners:
@@ -85,6 +94,7 @@ async def serve(
     clock: Callable[[], float],
     own_authorities: Collection[str] | None = None,
     peer_of: Callable[[trio.abc.Stream], str] = peer_address,
+    worker: tuple[int, int] | None = None,
     task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stopping`` is set (forever if None), then drain and return.
@@ -95,6 +105,8 @@ async def serve(
         own_authorities: names of this proxy; by default those of the socket listeners.
         peer_of: how to learn a client's address (tests with memory streams pass their own).
         connector: how to reach origins; by default TCP, resolving names with ``resolver``.
+        worker: (number, count) of this process among ``--workers`` processes, which share
+            their counters (:class:`~servers.proxy.status.WorkerReports`).
     """
     if connector is None:
         connector = Connector(resolver, config.connect_timeout)
@@ -120,6 +132,10 @@ async def serve(
             background.start_soon(pool.run_reaper)
             background.start_soon(proxy.access_log.run)
             background.start_soon(proxy.reaper.run)
+            if worker is not None:
+                number, count = worker
+                proxy.reports = WorkerReports(store.directory / WORKER_REPORTS, number, count, proxy.stats)
+                background.start_soon(proxy.reports.run)
             handler = partial(handle_connection, proxy=proxy, peer_of=peer_of)
             async with trio.open_nursery() as handlers:
                 async with trio.open_nursery() as acceptor:
@@ -156,6 +172,7 @@ async def handle_connection(
                 scope,
                 max_header_bytes=config.max_header_kb * 1024,
                 request_timeout=config.request_timeout,
+                memo=proxy.request_memo,
             )
             await _serve_requests(client, proxy)
     except (ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):

@@ -4,18 +4,35 @@ Strategy: :class:`Stats` adds up the access-log transactions as they finish, so 
 log always agree.  A hit is a request answered with a stored response (whether or not it was
 revalidated first); a miss is one whose response came from the origin.  The page is plain HTML
 with no scripts, rendered on request from the counters and the store.
+
+With several worker processes (``--workers``) each counts its own requests, and a client reaches
+whichever the kernel picks; so each worker also reports its counters to the others through a
+small file in the cache directory (:class:`WorkerReports`), every ``REPORT_INTERVAL`` seconds,
+and the page adds the other workers' latest reports to its own counters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import json
+import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
 
 from netlab.store.http_store import HttpStore
 from servers.proxy.accesslog import Transaction
 
-__all__ = ["HIT_TAGS", "MISS_TAGS", "Stats", "render_status"]
+__all__ = ["HIT_TAGS", "MISS_TAGS", "REPORT_INTERVAL", "Stats", "WorkerReports", "render_status"]
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL = 2.0  # seconds between a worker's reports of its counters to the others
 
 HIT_TAGS = frozenset(
     {
@@ -70,6 +87,98 @@ class Stats:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "by_tag": dict(self.by_tag),
+            "bytes_to_clients": self.bytes_to_clients,
+            "hit_bytes": self.hit_bytes,
+            "connections": self.connections,
+            "active_connections": self.active_connections,
+            "stale_served": self.stale_served,
+            "background_revalidations": self.background_revalidations,
+        }
+
+    def plus(self, report: dict[str, Any]) -> Stats:
+        """These counters and those of another worker's report (from :meth:`to_json`)."""
+        by_tag = Counter({str(tag): int(n) for tag, n in dict(report.get("by_tag", {})).items()})
+        total = Stats(self.started, by_tag=self.by_tag + by_tag)
+        for name in _SUMMED:
+            setattr(total, name, getattr(self, name) + int(report.get(name, 0)))
+        return total
+
+
+_SUMMED = (
+    "requests",
+    "bytes_to_clients",
+    "hit_bytes",
+    "connections",
+    "active_connections",
+    "stale_served",
+    "background_revalidations",
+)
+
+
+class WorkerReports:
+    """The counters of every worker process, through one small JSON file per worker.
+
+    Worker ``number`` of ``count`` writes its own to ``<directory>/<number>.json`` (atomically:
+    written aside, then renamed) every ``REPORT_INTERVAL`` seconds and when it stops; the parent
+    process empties the directory before the workers start (:meth:`clear`).
+    """
+
+    def __init__(self, directory: Path, number: int, count: int, stats: Stats) -> None:
+        self.directory = directory
+        self.number = number
+        self.count = count
+        self.stats = stats
+
+    @staticmethod
+    def clear(directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for report in directory.glob("*.json"):
+            report.unlink(missing_ok=True)
+
+    async def run(self) -> None:
+        """Report every ``REPORT_INTERVAL`` seconds, and once more on the way out."""
+        try:
+            while True:
+                await trio.sleep(REPORT_INTERVAL)
+                await self.report()
+        finally:
+            self._write(self.stats.to_json())  # small: no need to leave the cancelled task
+
+    async def report(self) -> None:
+        """Write this worker's counters now."""
+        report = self.stats.to_json()
+        await trio.to_thread.run_sync(self._write, report)
+
+    async def total(self) -> Stats:
+        """This worker's counters now, plus the others' latest reports."""
+        reports = await trio.to_thread.run_sync(self._read_others)
+        total = self.stats
+        for report in reports:
+            total = total.plus(report)
+        return total
+
+    def _write(self, report: dict[str, Any]) -> None:
+        path = self.directory / f"{self.number}.json"
+        aside = path.with_suffix(".tmp")
+        try:
+            aside.write_text(json.dumps(report), encoding="utf-8")
+            os.replace(aside, path)
+        except OSError as exc:
+            log.warning("could not report this worker's counters: %s", exc)
+
+    def _read_others(self) -> list[dict[str, Any]]:
+        reports = []
+        for number in range(self.count):
+            if number == self.number:
+                continue
+            with contextlib.suppress(OSError, ValueError):  # not reported yet, or being replaced
+                reports.append(json.loads((self.directory / f"{number}.json").read_text(encoding="utf-8")))
+        return reports
+
 
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -80,9 +189,9 @@ def _size(n: float) -> str:
 
 
 def render_status(
-    stats: Stats, store: HttpStore, *, now: float, idle_upstream: int, largest: int = 10
+    stats: Stats, store: HttpStore, *, now: float, idle_upstream: int, workers: int = 1, largest: int = 10
 ) -> bytes:
-    """The status page as UTF-8 HTML."""
+    """The status page as UTF-8 HTML; with several ``workers``, ``stats`` are all of theirs."""
     ratio = stats.hit_ratio
     byte_ratio = stats.hit_bytes / stats.bytes_to_clients if stats.bytes_to_clients else 0.0
     rows = [
@@ -99,6 +208,10 @@ def render_status(
         ("Stored bytes (disk)", f"{_size(store.bytes_stored)} of {_size(store.max_bytes)}"),
         ("Memory tier", f"{_size(store.memory_used)} of {_size(store.memory_bytes)}"),
     ]
+    if workers > 1:
+        note = f"{workers}: the counters are all of theirs, the others' as of their last report"
+        rows.insert(0, ("Worker processes", f"{note} (every {REPORT_INTERVAL:g} s)"))
+        rows[-1] = ("Memory tier (this worker's)", rows[-1][1])
     counters = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     tags = "".join(
         f"<tr><th>{html.escape(tag)}</th><td>{count}</td></tr>" for tag, count in sorted(stats.by_tag.items())

@@ -48,7 +48,7 @@ async def run(proxy: Proxy, client: ClientConnection, target: ConnectTarget, tx:
     async with upstream:
         await client.send_response(200, [], reason=b"Connection established")
         client.mark_broken()  # the connection is a tunnel now, never again HTTP
-        early, _closed = client.h11.trailing_data  # bytes the client sent right after its request
+        early, _closed = client.protocol.trailing_data  # bytes the client sent right after its request
         if early:
             await upstream.send_all(early)
         async with trio.open_nursery() as nursery:

@@ -1,11 +1,18 @@
 """Validation tables: RFC 9111 sections 4.3.1 (conditional requests), 4.3.2 (clients' own
-validators answered by the cache) and 4.3.4 / 3.2 (updating a stored response from a 304)."""
+validators answered by the cache), 4.3.4 / 3.2 (updating a stored response from a 304) and 4.3.5
+(updating it from a response to HEAD)."""
 
 from __future__ import annotations
 
 import pytest
 
-from netlab.proto.http_validation import client_wants_304, freshen, not_modified_fields, revalidation_fields
+from netlab.proto.http_validation import (
+    client_wants_304,
+    freshen,
+    not_modified_fields,
+    revalidation_fields,
+    update_from_head,
+)
 from tests.proto.http_helpers import T0, date, fields, stored
 
 LM = date(-3600)
@@ -76,6 +83,45 @@ def test_section_3_2_header_update() -> None:
     assert b"connection" not in h
     assert b"age" not in h
     assert (new.request_time, new.response_time, new.vary_key) == (T0 + 99, T0 + 100, s.vary_key)
+
+
+HEAD_UPDATES = [
+    # (stored lines, HEAD response lines, updated? else stale), the stored body being 5 bytes
+    (['ETag: "v1"', "Content-Length: 5"], ['ETag: "v1"', "Content-Length: 5"], True),
+    (['ETag: "v1"', "Content-Length: 5"], ['ETag: "v1"'], True),  # no Content-Length: not compared
+    (['ETag: "v1"', "Content-Length: 5"], ['ETag: "v1"', "Content-Length: 6"], False),
+    (['ETag: "v1"', "Content-Length: 5"], ['ETag: "v2"', "Content-Length: 5"], False),
+    (['ETag: "v1"', "Content-Length: 5"], ['ETag: W/"v1"'], False),
+    (['ETag: "v1"', "Last-Modified: " + LM], ['ETag: "v1"'], False),  # both validators must match
+    (['ETag: "v1"', "Last-Modified: " + LM], ['ETag: "v1"', "Last-Modified: " + LM], True),
+    (["Last-Modified: " + LM], ["Last-Modified: " + LM], True),
+    (["Last-Modified: " + LM], ["Last-Modified: " + date(-10)], False),
+    (["Content-Length: 5"], ["Content-Length: 5"], False),  # no validator: nothing tells
+]
+
+
+@pytest.mark.parametrize(("stored_lines", "head_lines", "updated"), HEAD_UPDATES)
+def test_section_4_3_5_which_stored_response_a_head_response_updates(
+    stored_lines: list[str], head_lines: list[str], updated: bool
+) -> None:
+    s = stored(*stored_lines)
+    new = update_from_head(s, fields(*head_lines), request_time=T0 + 99, response_time=T0 + 100)
+    assert (new is not None) is updated
+
+
+def test_section_4_3_5_update_replaces_fields_as_section_3_2_says() -> None:
+    s = stored('ETag: "v1"', "Content-Length: 5", "Cache-Control: max-age=60", "X-Old: kept")
+    new = update_from_head(
+        s,
+        fields('ETag: "v1"', "Content-Length: 5", "Cache-Control: max-age=600", "Connection: close"),
+        request_time=T0 + 99,
+        response_time=T0 + 100,
+    )
+    assert new is not None
+    h = {n.lower(): v for n, v in new.headers}
+    assert (h[b"cache-control"], h[b"x-old"], h[b"content-length"]) == (b"max-age=600", b"kept", b"5")
+    assert b"connection" not in h
+    assert new.date == T0 + 100
 
 
 def test_304_without_date_gets_the_time_received() -> None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import trio
+import trio.testing
 
 from netlab.proto.http_stored import StoredResponse
+from netlab.store.http_generation import MARKS, Invalidations
 from netlab.store.http_store import Entry, HttpStore
 from tests.proto.http_helpers import stored
 
 KIB = 1024
+T = TypeVar("T")
 _clock = itertools.count(1.0)
 
 
@@ -181,3 +188,96 @@ async def test_a_body_deleted_while_streaming_is_still_read_whole(tmp_path: Path
     await store.remove(entry)
     rest = [c async for c in chunks]
     assert len(first) + sum(map(len, rest)) == 700_000
+
+
+async def test_an_invalidation_drops_a_response_still_being_stored(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    since = store.generation()  # the request begins
+    writer = store.begin("http://a.test/x", since=since)
+    await writer.write(b"old")
+    assert await store.remove_keys(["http://a.test/x"]) == 0  # nothing stored yet ...
+    assert await writer.commit(stored("Cache-Control: max-age=60"), []) is None  # ... nor later
+    assert store.variants("http://a.test/x") == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+    # A request that begins after the invalidation stores as usual; other keys are unaffected.
+    assert (await put(store, "http://a.test/x", b"new")).size == 3
+    other = store.begin("http://a.test/y", since=since)
+    await other.write(b"y")
+    assert await other.commit(stored("Cache-Control: max-age=60"), []) is not None
+    await store.aclose()
+    again = await open_store(tmp_path)
+    [entry] = again.variants("http://a.test/x")
+    assert await body_of(again, entry) == b"new"
+
+
+async def test_an_invalidation_during_the_index_write_still_wins(tmp_path: Path) -> None:
+    class Held(HttpStore):
+        gate: trio.Event | None = None
+
+        async def run_blocking(self, fn: Callable[[], T], limiter: trio.CapacityLimiter | None = None) -> T:
+            if self.gate is not None:
+                await self.gate.wait()
+            return await super().run_blocking(fn, limiter)
+
+    store = await Held.open(
+        tmp_path, clock=lambda: 1.0, max_bytes=KIB * KIB, memory_bytes=KIB * KIB,
+        memory_object_bytes=KIB, max_object_bytes=KIB * KIB,
+    )  # fmt: skip
+    writer = store.begin("http://a.test/x")
+    await writer.write(b"old")
+    store.gate = trio.Event()
+    results: list[Entry | None] = []
+    async with trio.open_nursery() as nursery:
+
+        async def commit() -> None:
+            results.append(await writer.commit(stored("Cache-Control: max-age=60"), []))
+
+        nursery.start_soon(commit)
+        await trio.testing.wait_all_tasks_blocked()  # the commit has passed its first check
+        nursery.start_soon(store.remove_keys, ["http://a.test/x"])
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()  # both go on, in whatever order the scheduler picks
+    assert results == [None]
+    assert store.variants("http://a.test/x") == []
+    await store.aclose()
+    again = await open_store(tmp_path)
+    assert again.variants("http://a.test/x") == []
+
+
+async def test_an_invalidation_by_another_process_drops_a_store_in_progress(tmp_path: Path) -> None:
+    one = await open_store(tmp_path, shared=1)
+    two = await open_store(tmp_path, shared=1)
+    await one.refresh()
+    writer = one.begin("http://a.test/x", since=one.generation())
+    await writer.write(b"old")
+    await two.remove_keys(["http://a.test/x"])  # two has never seen x
+    assert await writer.commit(stored("Cache-Control: max-age=60"), []) is None
+    await one.refresh()
+    assert one.variants("http://a.test/x") == []
+    # An entry that did land is deleted by another process's invalidation although that process
+    # had not seen it: the index deletes by key.
+    entry = await put(one, "http://a.test/y", b"y")
+    assert await two.remove_keys(["http://a.test/y"]) == 1
+    await one.refresh()
+    assert one.variants("http://a.test/y") == []
+    assert not (tmp_path / "bodies" / f"{entry.id % 256:02x}" / str(entry.id)).exists()
+    # After catching up, one stores again.
+    await one.refresh()
+    assert (await put(one, "http://a.test/x", b"new")).size == 3
+
+
+def test_invalidation_marks_are_bounded_and_err_on_the_safe_side() -> None:
+    marks = Invalidations()
+    before = marks.generation(None)
+    marks.note(["http://a.test/0"])
+    after = marks.generation(None)
+    assert marks.since("http://a.test/0", before)
+    assert not marks.since("http://a.test/0", after)
+    assert not marks.since("http://a.test/1", before)
+    marks.note([f"http://a.test/{i}" for i in range(1, MARKS + 1)])  # the marks overflow once
+    # Writers older than the overflow cannot be told apart any more: all are stopped.
+    assert marks.since("http://a.test/0", after)
+    now = marks.generation(None)
+    assert not marks.since("http://a.test/0", now)
+    marks.note(["http://a.test/0"])
+    assert marks.since("http://a.test/0", now)

@@ -346,8 +346,12 @@ async def running_proxy(
     config: ProxyConfig | None = None,
     peer: str = "127.0.0.1",
     epoch: float = T0,
+    store_class: type[HttpStore] = HttpStore,
 ) -> AsyncIterator[Harness]:
-    """An in-memory proxy in front of ``origins`` (by host name); wall time starts at ``epoch``."""
+    """An in-memory proxy in front of ``origins`` (by host name); wall time starts at ``epoch``.
+
+    ``store_class`` lets a test put a store with hooks (to hold a step back) under the proxy.
+    """
     config = config or ProxyConfig()
     capture = LogCapture()
     access = logging.getLogger("netlab.access.proxy")
@@ -356,7 +360,7 @@ async def running_proxy(
     try:
         async with trio.open_nursery() as nursery:
             clock = WallClock(epoch=epoch)
-            store = await HttpStore.open(
+            store = await store_class.open(
                 tmp_path / "cache",
                 clock=clock.now,
                 max_bytes=config.cache_mb * 1024 * 1024,

@@ -82,6 +82,7 @@ async def test_serves_until_sigterm(tmp_path: Path, workers: int) -> None:
             pages = [await status_page(port) for _ in range(4)]
         assert all(page.startswith(b"HTTP/1.1 200 ") for page in pages)
         assert b"netlab proxy" in pages[-1]
+        assert (b"<th>Worker processes</th><td>2:" in pages[-1]) is (workers == 2)
     finally:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
