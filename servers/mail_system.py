@@ -12,6 +12,7 @@ thread runs; they build the system with ``threads=False`` so blocking calls run 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import secrets
@@ -24,7 +25,7 @@ import argon2
 import trio
 
 from netlab.store.mail_queue import MailQueue, QueueEntry
-from netlab.store.maildir import MailStore, normalize_address
+from netlab.store.maildir import Maildir, MailStore, normalize_address
 from netlab.store.maildrop_lock import MaildropLocks
 from netlab.store.users import UserDb, UserRecord
 
@@ -120,29 +121,31 @@ class MailSystem:
         """Store ``content`` (LF line ends) for every recipient, or for none of them.
 
         Local recipients (already resolved with :meth:`local_user`) get a Maildir copy; the rest
-        go to the outbound queue as one entry.
+        go to the outbound queue as one entry.  All of it happens in one worker-thread call.
 
         Raises:
             OSError: a copy could not be stored; nothing of this message remains.
         """
-        local = [r for r in recipients if self.is_local(r)]
+        local = dict.fromkeys(normalize_address(r) for r in recipients if self.is_local(r))
         remote = list(dict.fromkeys(r for r in recipients if not self.is_local(r)))
-        delivered: list[tuple[str, str]] = []
+        maildirs = [self.store.maildir(r) for r in local]
+        entry = await self.run_blocking(self._store, sender, maildirs, remote, content, self.clock())
+        if entry is not None:
+            log.info("queued %s for %d remote recipient(s)", entry.id, len(remote))
+            self.queued.set()
+
+    def _store(
+        self, sender: str, maildirs: list[Maildir], remote: list[str], content: bytes, now: float
+    ) -> QueueEntry | None:
+        delivered: list[tuple[Maildir, str]] = []
         try:
-            for rcpt in dict.fromkeys(normalize_address(r) for r in local):
-                maildir = self.store.maildir(rcpt)
-                name = await self.run_blocking(maildir.deliver, content)
-                delivered.append((rcpt, name))
-            if remote:
-                entry = await self.run_blocking(
-                    lambda: self.queue.add(sender, remote, content, now=self.clock())
-                )
-                log.info("queued %s for %d remote recipient(s)", entry.id, len(remote))
-                self.queued.set()
+            for maildir in maildirs:
+                delivered.append((maildir, maildir.deliver(content)))
+            return self.queue.add(sender, remote, content, now=now) if remote else None
         except BaseException:
-            with trio.CancelScope(shield=True):
-                for rcpt, name in delivered:
-                    await self.run_blocking(self.store.maildir(rcpt).discard_new, name)
+            for maildir, name in delivered:
+                with contextlib.suppress(OSError):
+                    maildir.discard_new(name)
             raise
 
     def take_queued_signal(self) -> trio.Event:

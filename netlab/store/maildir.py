@@ -37,17 +37,27 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from netlab.proto.mail_lines import to_crlf
 from netlab.proto.pop3_maildrop import MessageInfo
 
-__all__ = ["MailStore", "Maildir", "normalize_address"]
+__all__ = ["MailStore", "Maildir", "crlf_size", "normalize_address"]
 
 _COUNTER = itertools.count()
 # One random draw per process, not per message: with the PID, the counter and the microseconds it
-# keeps names unguessable and unique without a getrandom() system call on every delivery.
+# keeps names unguessable and unique without a getrandom() system call on every delivery.  The PID
+# too is read once (and again in a forked child), not with a getpid() per delivery.
 _SALT = secrets.token_hex(4)
+_PID = os.getpid()
 _SIZE_TAG = re.compile(r",W=(\d+)")
 _MAX_UIDL = 70  # characters, RFC 1939 section 7
+_MAX_CACHED = 4096  # Maildir objects a store keeps ready
+
+
+def _after_fork() -> None:
+    global _PID, _SALT
+    _PID, _SALT = os.getpid(), secrets.token_hex(4)
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _hostname() -> str:
@@ -66,6 +76,13 @@ def normalize_address(address: str) -> str:
     """
     local, _, domain = address.rpartition("@")
     return f"{local.lower()}@{domain.lower()}"
+
+
+def crlf_size(content: bytes) -> int:
+    """``len(to_crlf(content))``, what RETR will send, counted without building that copy."""
+    if b"\r\n" in content:
+        content = content.replace(b"\r\n", b"\n")
+    return len(content) + content.count(b"\n")
 
 
 def fsync_dir(path: Path) -> None:
@@ -163,9 +180,8 @@ class Maildir:
         """A name nobody else can pick: time, microseconds, PID, counter, random, host, sizes."""
         now = time.time()
         sec, usec = int(now), int((now % 1) * 1_000_000)
-        crlf_size = len(to_crlf(content))  # exactly what RETR will send
-        unique = f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_COUNTER)}R{_SALT}.{_HOST}"
-        return f"{unique},S={len(content)},W={crlf_size}"
+        unique = f"{sec}.M{usec:06d}P{_PID}Q{next(_COUNTER)}R{_SALT}.{_HOST}"
+        return f"{unique},S={len(content)},W={crlf_size(content)}"
 
     def deliver(self, content: bytes) -> str:
         """Store ``content`` (LF line ends) durably in ``new/``; returns its file name."""
@@ -210,7 +226,7 @@ class Maildir:
         match = _SIZE_TAG.search(name.split(":", 1)[0])
         if match:
             return int(match[1])
-        return len(to_crlf((self.cur / name).read_bytes()))
+        return crlf_size((self.cur / name).read_bytes())
 
     def read(self, key: str) -> bytes:
         return (self.cur / _checked(key)).read_bytes()
@@ -260,6 +276,7 @@ class MailStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.mailboxes = root / "mailboxes"
+        self._maildirs: dict[str, Maildir] = {}  # address -> Maildir, so paths are built once
 
     def create(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -267,6 +284,14 @@ class MailStore:
 
     def maildir(self, address: str) -> Maildir:
         """The Maildir of ``address``; the local part is escaped so no name leaves the store."""
+        found = self._maildirs.get(address)
+        if found is None:
+            if len(self._maildirs) >= _MAX_CACHED:
+                self._maildirs.clear()
+            found = self._maildirs[address] = self._locate(address)
+        return found
+
+    def _locate(self, address: str) -> Maildir:
         local, _, domain = normalize_address(address).rpartition("@")
         if not domain or "/" in domain or domain.startswith("."):
             raise ValueError(f"bad domain in {address!r}")

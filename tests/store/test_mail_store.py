@@ -11,8 +11,9 @@ from pathlib import Path
 import argon2
 import pytest
 
+from netlab.proto.mail_lines import to_crlf
 from netlab.store.mail_queue import Failure, MailQueue
-from netlab.store.maildir import Maildir, MailStore, normalize_address
+from netlab.store.maildir import Maildir, MailStore, crlf_size, normalize_address
 from netlab.store.maildrop_lock import MaildropLocks
 from netlab.store.users import UserDb, UserError, apop_secret
 
@@ -27,6 +28,13 @@ def test_delivery_is_in_new_whole_with_sizes_in_the_name(tmp_path: Path) -> None
     assert name.endswith(f",S={len(content)},W={len(content) + 3}")
     assert os.listdir(md.tmp) == []
     assert oct((md.new / name).stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"x", b"a\nb\n", b"a\r\nb\n", b"a\r\r\nb\r", b"\r\n\r\n", b"a\rb\n\n"]
+)
+def test_crlf_size_is_the_size_retr_sends(content: bytes) -> None:
+    assert crlf_size(content) == len(to_crlf(content))
 
 
 def test_names_are_unique(tmp_path: Path) -> None:
