@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import argon2
@@ -170,45 +169,3 @@ def test_delivery_repairs_a_maildir_missing_new(tmp_path: Path) -> None:
     name = md.deliver(b"x\n")
     assert (md.new / name).read_bytes() == b"x\n"
     assert os.listdir(md.tmp) == []
-
-
-def test_deliveries_waiting_on_one_fsync_share_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Group commit: four deliveries that rename during an fsync are all covered by the next one."""
-    from netlab.store import maildir
-
-    md = Maildir(tmp_path / "box")
-    md.create()
-    four_waiting = threading.Event()
-
-    class WatchedCondition(threading.Condition):
-        waiting = 0
-
-        def wait(self, timeout: float | None = None) -> bool:
-            self.waiting += 1
-            if self.waiting == 4:
-                four_waiting.set()
-            return super().wait(timeout)
-
-    syncer = maildir._DirSync.of(md.new)
-    syncer.cond = WatchedCondition()
-    calls: list[Path] = []
-    real = maildir.fsync_dir
-
-    def fsync_dir(path: Path) -> None:
-        if path == md.new and not calls:
-            assert four_waiting.wait(timeout=30)  # hold the first fsync until the others queue up
-        calls.append(path)
-        real(path)
-
-    monkeypatch.setattr(maildir, "fsync_dir", fsync_dir)
-    first = threading.Thread(target=md.deliver, args=(b"first\n",))
-    first.start()
-    others = [threading.Thread(target=md.deliver, args=(b"x\n",)) for _ in range(4)]
-    for t in others:
-        t.start()
-    for t in [first, *others]:
-        t.join(timeout=30)
-    assert md.count() == 5
-    assert calls.count(md.new) == 2
