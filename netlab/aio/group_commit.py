@@ -59,7 +59,9 @@ class GroupCommit(Generic[T, R]):
     Args:
         commit: stores a batch (blocking); one outcome per item, in order.
         run: runs ``commit(items)`` in a worker thread (``trio.to_thread.run_sync`` with the
-            caller's limiter, or inline in tests).
+            caller's limiter, or inline in tests).  Once ``commit`` has started, ``run`` must
+            wait for it (never abandon the thread): a ``Cancelled`` from ``run`` means that
+            nothing of the batch was committed.
         max_parallel: the most batches committed at once.
     """
 
@@ -112,7 +114,7 @@ class GroupCommit(Generic[T, R]):
                 # nothing of the batch was committed; it waits for the next leader.
                 self._waiting.extendleft(reversed(batch))
                 raise
-            except BaseException as exc:
+            except Exception as exc:  # a bug in ``commit``: every item of the batch fails with it
                 outcomes = [outcome.Error(exc) for _ in batch]
             elapsed = trio.current_time() - start
             self._per_item += _SMOOTHING * (elapsed / len(batch) - self._per_item)
