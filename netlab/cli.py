@@ -23,7 +23,7 @@ from netlab import config as configmod
 from netlab.aio.shutdown import Service, run_services
 from netlab.log import setup_logging
 
-__all__ = ["LazyGroup", "config_option", "load_config", "main"]
+__all__ = ["LazyGroup", "config_option", "load_config", "log_level", "main"]
 
 #: Services ``netlab up`` starts, in order: "module:factory", each ``factory(config)`` returning
 #: a :class:`Service` or None when the service is disabled in the configuration.
@@ -82,7 +82,27 @@ def load_config(
             config = configmod.override(config, table, values)
     except configmod.ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    level = log_level(config)
+    if level is not None:
+        try:
+            setup_logging(level)
+        except ValueError as exc:
+            raise click.UsageError(f"general.log_level: {exc}") from exc
     return config
+
+
+def log_level(config: configmod.NetlabConfig) -> str | None:
+    """The level a ``netlab`` command logs at: ``--log-level`` if given, else the configuration's.
+
+    None outside a ``netlab`` command line (a library caller keeps its own logging).
+    """
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is None or root.command is not main:
+        return None
+    if root.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
+        return config.general.log_level
+    return str(root.params["log_level"])
 
 
 @click.group(
@@ -104,8 +124,7 @@ def load_config(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
-    show_default=True,
-    help="Diagnostics written to stderr.",
+    help="Diagnostics written to stderr [general.log_level in the configuration, else INFO].",
 )
 def main(log_level: str) -> None:
     """netlab: real network protocol servers and clients on loopback."""
@@ -189,7 +208,7 @@ def up(
             notify = daemonize(pidfile, log_file or pidfile.with_suffix(".log"))
         except DaemonError as exc:
             raise click.ClickException(str(exc)) from exc
-        setup_logging(config.general.log_level)
+        setup_logging(log_level(config) or config.general.log_level)
 
     def on_started(service: Service, lines: list[str]) -> None:
         for line in lines:

@@ -24,6 +24,11 @@ def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT))
+    # The formats name neither process nor thread: don't look them up (a getpid() system call)
+    # for every record, which on a busy server is every message.
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

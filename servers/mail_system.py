@@ -4,7 +4,10 @@ Strategy: one :class:`MailSystem` per process wraps the blocking store (Maildirs
 outbound queue) in worker threads (:meth:`MailSystem.run_blocking`), and holds the one rule every entry point
 shares: a message is accepted only when every copy of it is durably stored (the local recipients'
 Maildirs and, for other domains, the queue), and not at all otherwise.  If one copy fails, the
-copies already written are removed again, so the client's retry cannot cause duplicates.
+copies already written are removed again, so the client's retry cannot cause duplicates.  The
+messages that sessions hand over at the same time are stored together, in one worker-thread call
+with one fsync per directory (group commit: :mod:`netlab.aio.group_commit`,
+:mod:`netlab.store.mail_batch`).
 
 Driver tests run under trio's ``autojump_clock``, which would jump virtual time while a worker
 thread runs; they build the system with ``threads=False`` so blocking calls run inline.
@@ -17,12 +20,15 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
 import argon2
 import trio
 
+from netlab.aio.group_commit import GroupCommit
+from netlab.store.mail_batch import Delivery, store_batch
 from netlab.store.mail_queue import MailQueue, QueueEntry
 from netlab.store.maildir import MailStore, normalize_address
 from netlab.store.maildrop_lock import MaildropLocks
@@ -34,8 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Password hashes computed at once (each argon2 verification holds 19 MiB for ~30 ms).
 MAX_VERIFYING = 4
-#: Worker threads for store calls.  A few are enough for fsyncs to overlap; many more only make
-#: them fight over the GIL (every system call releases and retakes it) and the CPU.
+#: Worker threads for store calls, and the most batches of messages committed at once (on a slow
+#: disk; on a fast one a single batch at a time keeps up).  A few are enough for fsyncs to overlap;
+#: many more only make them fight over the GIL (every system call releases and retakes it).
 STORE_THREADS = 8
 
 T = TypeVar("T")
@@ -83,6 +90,9 @@ class MailSystem:
         self.threads = threads
         self._verifying = trio.CapacityLimiter(MAX_VERIFYING)
         self._store_threads = trio.CapacityLimiter(STORE_THREADS)
+        self._commits: GroupCommit[Delivery, QueueEntry | None] = GroupCommit(
+            partial(store_batch, queue=self.queue), self.run_blocking, max_parallel=STORE_THREADS
+        )
         self.store.create()
         #: Set whenever something new is queued; the relay waits on it.
         self.queued = trio.Event()
@@ -120,30 +130,19 @@ class MailSystem:
         """Store ``content`` (LF line ends) for every recipient, or for none of them.
 
         Local recipients (already resolved with :meth:`local_user`) get a Maildir copy; the rest
-        go to the outbound queue as one entry.
+        go to the outbound queue as one entry.  The message is committed together with whatever
+        other sessions are storing at the same moment (:mod:`netlab.aio.group_commit`).
 
         Raises:
             OSError: a copy could not be stored; nothing of this message remains.
         """
-        local = [r for r in recipients if self.is_local(r)]
-        remote = list(dict.fromkeys(r for r in recipients if not self.is_local(r)))
-        delivered: list[tuple[str, str]] = []
-        try:
-            for rcpt in dict.fromkeys(normalize_address(r) for r in local):
-                maildir = self.store.maildir(rcpt)
-                name = await self.run_blocking(maildir.deliver, content)
-                delivered.append((rcpt, name))
-            if remote:
-                entry = await self.run_blocking(
-                    lambda: self.queue.add(sender, remote, content, now=self.clock())
-                )
-                log.info("queued %s for %d remote recipient(s)", entry.id, len(remote))
-                self.queued.set()
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                for rcpt, name in delivered:
-                    await self.run_blocking(self.store.maildir(rcpt).discard_new, name)
-            raise
+        local = dict.fromkeys(normalize_address(r) for r in recipients if self.is_local(r))
+        remote = tuple(dict.fromkeys(r for r in recipients if not self.is_local(r)))
+        maildirs = tuple(self.store.maildir(r) for r in local)
+        entry = await self._commits.submit(Delivery(sender, maildirs, remote, content, self.clock()))
+        if entry is not None:
+            log.info("queued %s for %d remote recipient(s)", entry.id, len(remote))
+            self.queued.set()
 
     def take_queued_signal(self) -> trio.Event:
         """The event to wait on for the next queued message (resetting the current one)."""

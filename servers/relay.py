@@ -63,6 +63,9 @@ Connect = Callable[[str, int], Awaitable[trio.abc.Stream]]
 class _Outcome:
     reply: Reply
     mta: str | None = None
+    #: The reply is the relay's own verdict (DNS trouble, no answer, a message the server cannot
+    #: take), not one a server sent: the bounce says so rather than quoting it as SMTP.
+    local: bool = False
 
     @property
     def permanent(self) -> bool:
@@ -166,7 +169,11 @@ class Relay:
                 status = outcome.reply.enhanced or "5.0.0"
                 if not outcome.permanent:
                     status = "4.4.7"  # RFC 3463: delivery time expired
-                diagnostic = f"{outcome.reply.code} {outcome.reply.enhanced or ''} {outcome.reply.text}"
+                reply = outcome.reply
+                if not outcome.local:
+                    diagnostic = f"{reply.code} {reply.enhanced or ''} {reply.text}"
+                else:
+                    diagnostic = reply.text + (f" ({outcome.mta})" if outcome.mta else "")
                 entry.failed.append(Failure(rcpt, status, " ".join(diagnostic.split()), outcome.mta))
             else:
                 remaining.append(rcpt)
@@ -185,8 +192,8 @@ class Relay:
     async def _deliver_domain(
         self, domain: str, rcpts: list[str], sender: str, content: bytes
     ) -> dict[str, _Outcome]:
-        def everyone(reply: Reply, mta: str | None = None) -> dict[str, _Outcome]:
-            return {r: _Outcome(reply, mta) for r in rcpts}
+        def everyone(reply: Reply, mta: str | None = None, *, local: bool = True) -> dict[str, _Outcome]:
+            return {r: _Outcome(reply, mta, local) for r in rcpts}
 
         try:
             mx = await self.resolver.resolve_mx(domain)
@@ -195,12 +202,14 @@ class Relay:
         if mx and all(host == "." for _, host in mx):
             return everyone(Reply(556, f"{domain} accepts no mail (null MX)", "5.1.10"))
         hosts = [host for _, host in mx if host != "."] or [domain]  # RFC 5321 5.1: implicit MX
-        last = Reply(451, f"No mail server for {domain} answered", "4.4.1")
+        last = _Outcome(Reply(451, f"No mail server for {domain} answered", "4.4.1"), local=True)
         for host in hosts:
             try:
                 addresses = await self.resolver.resolve_addresses(host)
             except DnsLookupError as exc:
-                last = Reply(451, f"Address lookup for {host} failed: {exc.rcode}", "4.4.3")
+                last = _Outcome(
+                    Reply(451, f"Address lookup for {host} failed: {exc.rcode}", "4.4.3"), local=True
+                )
                 continue
             if not addresses and not mx:
                 return everyone(Reply(550, f"{domain} has no MX or address records", "5.1.2"))
@@ -209,14 +218,18 @@ class Relay:
                     result = await self._send_to(address, host, sender, rcpts, content)
                 except SmtpSendError as exc:
                     if exc.reply.code // 100 == 5:
-                        return everyone(exc.reply, host)
-                    last = exc.reply
+                        # Refused for good, by the server or (8-bit or UTF-8 mail it cannot
+                        # take, RFC 6152 section 3, RFC 6531 section 3.2) by us: bounce.
+                        return everyone(exc.reply, host, local=exc.local)
+                    last = _Outcome(exc.reply, host, exc.local)
                     continue
                 except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                    last = Reply(451, f"Cannot talk to {host} [{address}]: {exc}", "4.4.1")
+                    last = _Outcome(
+                        Reply(451, f"Cannot talk to {host} [{address}]: {exc}", "4.4.1"), local=True
+                    )
                     continue
                 return {r: _Outcome(result.replies[r], host) for r in rcpts}
-        return everyone(last)
+        return dict.fromkeys(rcpts, last)
 
     async def _send_to(
         self, address: str, host: str, sender: str, rcpts: list[str], content: bytes

@@ -16,10 +16,12 @@ a delay, with the session closed after a few failures.
 from __future__ import annotations
 
 import collections
-import datetime
+import email.utils
+import functools
 import ipaddress
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 
 import trio
@@ -61,6 +63,31 @@ MAX_RECV = 65536  # bytes per read
 #: A message that has passed this many servers is looping (RFC 5321 section 6.3 suggests 100).
 MAX_HOPS = 100
 
+# The replies that never change, made (and encoded) once.
+_OK = Reply(250, "Ok", "2.0.0")
+_MAIL_OK = Reply(250, "Ok", "2.1.0")
+_RCPT_OK = Reply(250, "Ok", "2.1.5")
+_GO_AHEAD = Reply(354, "End data with <CR><LF>.<CR><LF>")
+_BYE = Reply(221, "Bye", "2.0.0")
+
+
+class _DateStamp:
+    """The current time as an RFC 5322 date-time, formatted once per second, not per message."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        now = time.time()
+        if int(now) != self._second:
+            self._second = int(now)
+            self._text = email.utils.formatdate(now, localtime=True)
+        return self._text
+
+
+_DATE = _DateStamp()
+
 
 @dataclass
 class SmtpServerContext:
@@ -73,6 +100,10 @@ class SmtpServerContext:
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     waits: SessionWaits = field(default_factory=SessionWaits)
     stats: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @functools.cached_property
+    def helo_reply(self) -> Reply:
+        return Reply(250, self.hostname)
 
 
 def peer_ip(stream: trio.abc.Stream) -> str:
@@ -211,25 +242,25 @@ class _Session:
                 self._reset()
                 self.helo, self.extended = domain, extended
                 if not extended:
-                    return Reply(250, self.ctx.hostname)
+                    return self.ctx.helo_reply
                 return Reply(250, "\n".join([f"{self.ctx.hostname} greets {domain}", *self._extensions()]))
             case MailFrom():
                 self._reset()
                 self.sender = event
-                return Reply(250, "Ok", "2.1.0")
+                return _MAIL_OK
             case RcptTo(address):
                 return self._rcpt(address)
             case Data():
-                return Reply(354, "End data with <CR><LF>.<CR><LF>")
+                return _GO_AHEAD
             case MessageData(content):
                 return await self._message(content)
             case Rset():
                 self._reset()
-                return Reply(250, "Ok", "2.0.0")
+                return _OK
             case Noop():
-                return Reply(250, "Ok", "2.0.0")
+                return _OK
             case Quit():
-                return Reply(221, "Bye", "2.0.0")
+                return _BYE
             case Vrfy():
                 # RFC 5321 section 3.5.3: 252 when we will not confirm addresses.
                 return Reply(252, "Cannot VRFY user, but will accept message and attempt delivery", "2.5.0")
@@ -280,13 +311,13 @@ class _Session:
             if user is None:
                 return Reply(550, f"<{address}>: User unknown", "5.1.1")
             self.recipients.append(user)
-            return Reply(250, "Ok", "2.1.5")
+            return _RCPT_OK
         if self.user is None and not self.trusted:
             self.ctx.stats["relay_denied"] += 1
             log.info("%s: relay to <%s> denied", self.peer, address)
             return Reply(550, f"<{address}>: Relay access denied", "5.7.1")
         self.recipients.append(address)
-        return Reply(250, "Ok", "2.1.5")
+        return _RCPT_OK
 
     async def _message(self, content: bytes) -> Reply:
         assert self.sender is not None
@@ -309,7 +340,7 @@ class _Session:
             protocol=protocol,
             queue_id=message_id,
             recipients=self.recipients,
-            when=datetime.datetime.now(datetime.UTC).astimezone(),
+            date=_DATE.now(),
         )
         sender, recipients = self.sender.address, self.recipients
         self._reset()

@@ -18,6 +18,7 @@ reply that explains them (the server's, or a 4yz of ours for network trouble).
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import trio
 
 from netlab.proto.mail_lines import to_crlf
 from netlab.proto.sasl import plain_response
-from netlab.proto.smtp_client import NEED_DATA, SmtpClientConnection, extensions
+from netlab.proto.smtp_client import NEED_DATA, SmtpClientConnection, extensions, mail_command
 from netlab.proto.smtp_events import (
     Auth,
     AuthResponse,
@@ -34,7 +35,6 @@ from netlab.proto.smtp_events import (
     Data,
     Event,
     Hello,
-    MailFrom,
     MessageData,
     Quit,
     RcptTo,
@@ -53,12 +53,17 @@ FINAL_TIMEOUT = 600.0  # seconds for the reply to the end of data, section 4.5.3
 
 
 class SmtpSendError(Exception):
-    """The session failed as a whole; ``reply`` says how (``reply.code`` 4yz: try again)."""
+    """The session failed as a whole; ``reply`` says how (``reply.code`` 4yz: try again).
 
-    def __init__(self, reply: Reply, stage: str) -> None:
+    ``local``: the reply is this client's verdict (a timeout, a broken session, a message the
+    server cannot take), not one the server sent.
+    """
+
+    def __init__(self, reply: Reply, stage: str, *, local: bool = False) -> None:
         super().__init__(f"{stage}: {reply.code} {reply.text}")
         self.reply = reply
         self.stage = stage
+        self.local = local
 
 
 @dataclass
@@ -84,14 +89,16 @@ class _Client:
                 try:
                     event = self.conn.next_event()
                 except RemoteProtocolError as exc:
-                    raise SmtpSendError(exc.reply, stage) from None
+                    raise SmtpSendError(exc.reply, stage, local=True) from None
                 if isinstance(event, Reply):
                     return event
                 if isinstance(event, ConnectionClosed):
-                    raise SmtpSendError(Reply(421, "Connection closed by server", "4.4.2"), stage)
+                    raise SmtpSendError(Reply(421, "Connection closed by server", "4.4.2"), stage, local=True)
                 assert event is NEED_DATA
                 self.conn.receive_data(await self.stream.receive_some(MAX_RECV))
-        raise SmtpSendError(Reply(451, f"Timed out waiting for the {stage} reply", "4.4.2"), stage)
+        raise SmtpSendError(
+            Reply(451, f"Timed out waiting for the {stage} reply", "4.4.2"), stage, local=True
+        )
 
     async def send(self, *events: Event) -> None:
         await self.stream.send_all(b"".join(self.conn.send(e) for e in events))
@@ -143,22 +150,22 @@ async def send_message(
                 await client.stream.do_handshake()
             except trio.BrokenResourceError as exc:
                 raise SmtpSendError(
-                    Reply(454, f"TLS handshake failed: {exc.__cause__}", "4.7.0"), "TLS"
+                    Reply(454, f"TLS handshake failed: {exc.__cause__}", "4.7.0"), "TLS", local=True
                 ) from exc
             result.tls = True
             ext = await _hello(client, helo)
     elif tls == "required":
-        raise SmtpSendError(Reply(530, "Server does not offer STARTTLS", "5.7.0"), "STARTTLS")
+        raise SmtpSendError(Reply(530, "Server does not offer STARTTLS", "5.7.0"), "STARTTLS", local=True)
     if auth is not None:
         await _authenticate(client, ext, *auth)
 
     wire = to_crlf(content)
-    mail = MailFrom(
-        sender,
-        size=len(wire) if "SIZE" in ext else None,
-        body="8BITMIME" if "8BITMIME" in ext and not wire.isascii() else None,
-        smtputf8="SMTPUTF8" in ext and not all(a.isascii() for a in [sender, *recipients]),
-    )
+    mail = mail_command(ext, sender, recipients, wire)
+    if isinstance(mail, Reply):
+        # This server cannot take the message as it is (8-bit or UTF-8 where it offers neither
+        # 8BITMIME nor SMTPUTF8): end the session before MAIL; the relay bounces the message.
+        await _quit(client)
+        raise SmtpSendError(mail, "MAIL", local=True)
     rcpts = [RcptTo(r) for r in recipients]
     if "PIPELINING" in ext:
         await client.send(mail, *rcpts, Data())
@@ -188,9 +195,14 @@ async def send_message(
         final = await client.reply("end of data", FINAL_TIMEOUT)
         for rcpt in accepted:
             result.replies[rcpt] = final
-    with trio.move_on_after(5):  # QUIT is a courtesy; the message is already decided
-        await client.command(Quit(), "QUIT")
+    await _quit(client)
     return result
+
+
+async def _quit(client: _Client) -> None:
+    """QUIT, as a courtesy: whatever the server answers, the outcome is already decided."""
+    with trio.move_on_after(5), contextlib.suppress(SmtpSendError, trio.BrokenResourceError, OSError):
+        await client.command(Quit(), "QUIT")
 
 
 async def _hello(client: _Client, helo: str) -> dict[str, str]:
@@ -215,6 +227,8 @@ async def _authenticate(client: _Client, ext: dict[str, str], user: str, passwor
                 break
             reply = await client.command(AuthResponse(base64.b64encode(answer.encode()).decode()), "AUTH")
     else:
-        raise SmtpSendError(Reply(530, "Server offers no AUTH mechanism we speak", "5.7.0"), "AUTH")
+        raise SmtpSendError(
+            Reply(530, "Server offers no AUTH mechanism we speak", "5.7.0"), "AUTH", local=True
+        )
     if reply.code != 235:
         raise SmtpSendError(reply, "AUTH")

@@ -5,8 +5,10 @@ knows: the original envelope sender and headers, and one :class:`RecipientStatus
 recipient.  The three parts are the ones RFC 6522 section 3 lays out: a human-readable
 explanation, the machine-readable ``message/delivery-status`` (per-message fields, then one block
 per recipient, RFC 3464 section 2), and the original headers only (``text/rfc822-headers``), so a
-bounce never carries the original body back.  It is sent from the null reverse-path, and marked
-``Auto-Submitted`` (RFC 3834), so nothing ever answers it with another bounce.
+bounce never carries the original body back; when the report or those headers hold UTF-8 (an
+internationalized address or header field), the parts have the "global" types of RFC 6533.  It
+is sent from the null reverse-path, and marked ``Auto-Submitted`` (RFC 3834), so nothing ever
+answers it with another bounce.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ def bounce_message(
         f"Arrival-Date: {email.utils.format_datetime(arrival)}",
     ]
     for f in failures:
+        # RFC 6533 section 3: an internationalized address has its own address type.
+        address_type = "rfc822" if f.recipient.isascii() else "utf-8"
         status += [
             "",
-            f"Final-Recipient: rfc822; {f.recipient}",
+            f"Final-Recipient: {address_type}; {f.recipient}",
             "Action: failed",
             f"Status: {f.status}",
         ]
@@ -64,6 +68,11 @@ def bounce_message(
         kind = "smtp" if f.diagnostic[:3].isdigit() else "x-netlab"
         status += [f"Diagnostic-Code: {kind}; {f.diagnostic}", f"Last-Attempt-Date: {stamp}"]
     headers = original_headers.rstrip(b"\r\n") + b"\r\n"
+    # RFC 6533 section 6: UTF-8 in the report or in the returned headers calls for the "global"
+    # media types, which may carry it.
+    utf8_status = not all(f.recipient.isascii() and f.diagnostic.isascii() for f in failures)
+    status_type = "message/global-delivery-status" if utf8_status else "message/delivery-status"
+    headers_type = "text/rfc822-headers" if headers.isascii() else "message/global-headers"
     parts = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{sender}>",
@@ -83,13 +92,13 @@ def bounce_message(
         *human,
         "",
         f"--{boundary}",
-        "Content-Type: message/delivery-status",
+        f"Content-Type: {status_type}",
         "Content-Description: Delivery report",
         "",
         *status,
         "",
         f"--{boundary}",
-        "Content-Type: text/rfc822-headers",
+        f"Content-Type: {headers_type}",
         "Content-Description: Undelivered message headers",
         "",
     ]

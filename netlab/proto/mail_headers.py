@@ -9,9 +9,6 @@ them all in every copy.
 
 from __future__ import annotations
 
-import email.utils
-from datetime import datetime
-
 __all__ = ["received_header", "with_protocol"]
 
 
@@ -31,10 +28,13 @@ def received_header(
     protocol: str,
     queue_id: str,
     recipients: list[str],
-    when: datetime,
+    date: str,
 ) -> bytes:
-    """The ``Received:`` field, folded, with its CRLF, ready to prepend."""
-    stamp = email.utils.format_datetime(when)
+    """The ``Received:`` field, folded, with its CRLF, ready to prepend.
+
+    ``date`` is the time of receipt as an RFC 5322 date-time ("Wed, 01 May 2024 12:00:00 +0200"),
+    which the caller formats from its clock.
+    """
     literal = f"IPv6:{peer_ip}" if ":" in peer_ip else peer_ip
     lines = [
         f"Received: from {helo} ([{literal}])",
@@ -42,8 +42,8 @@ def received_header(
     ]
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>;")
-        lines.append(f"\t{stamp}")
+        lines.append(f"\t{date}")
     else:
         lines[-1] += ";"
-        lines.append(f"\t{stamp}")
+        lines.append(f"\t{date}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")

@@ -21,13 +21,14 @@ from netlab.proto.smtp_events import (
     Data,
     Event,
     LocalProtocolError,
+    MailFrom,
     MessageData,
     RemoteProtocolError,
     Reply,
     StartTls,
 )
 
-__all__ = ["NEED_DATA", "NeedData", "SmtpClientConnection", "extensions"]
+__all__ = ["NEED_DATA", "NeedData", "SmtpClientConnection", "extensions", "mail_command"]
 
 #: Longest reply line we accept.  RFC 5321 section 4.5.3.1.5 allows 512; servers exceed it.
 MAX_REPLY_LINE = 4096
@@ -150,3 +151,35 @@ def extensions(ehlo: Reply) -> dict[str, str]:
         keyword, _, params = line.partition(" ")
         out[keyword.upper()] = params
     return out
+
+
+def mail_command(ext: dict[str, str], sender: str, recipients: list[str], wire: bytes) -> MailFrom | Reply:
+    """The MAIL command that sends this message to a server with extensions ``ext``, or why not.
+
+    ``wire`` is the message as it will be sent (CRLF line ends).  MAIL declares SIZE when the
+    server offers it (RFC 1870), BODY=8BITMIME for 8-bit content (RFC 6152) and SMTPUTF8 when an
+    address or a header field is UTF-8 (RFC 6531 section 3.4).  A server that does not offer what
+    the message needs must not be sent it as it is (RFC 6152 section 3, RFC 6531 section 3.2);
+    the result is then the permanent failure the sender's bounce reports:
+
+    - an internationalized address, and no SMTPUTF8: 553 5.6.7;
+    - UTF-8 in the header section, and no SMTPUTF8: 550 5.6.9;
+    - 8-bit octets anywhere, and no 8BITMIME: 554 5.6.3 (RFC 3463: conversion required but not
+      supported; converting to quoted-printable would change what the sender signed).
+    """
+    headers = b"" if wire.startswith(b"\r\n") else wire.split(b"\r\n\r\n", 1)[0]
+    utf8_addresses = not all(a.isascii() for a in [sender, *recipients])
+    utf8 = utf8_addresses or not headers.isascii()
+    eight_bit = not wire.isascii()
+    if utf8 and "SMTPUTF8" not in ext:
+        if utf8_addresses:
+            return Reply(553, "Non-ASCII address, and the server does not offer SMTPUTF8", "5.6.7")
+        return Reply(550, "UTF-8 header fields, and the server does not offer SMTPUTF8", "5.6.9")
+    if eight_bit and "8BITMIME" not in ext:
+        return Reply(554, "8-bit message content, and the server does not offer 8BITMIME", "5.6.3")
+    return MailFrom(
+        sender,
+        size=len(wire) if "SIZE" in ext else None,
+        body="8BITMIME" if eight_bit else None,
+        smtputf8=utf8,
+    )

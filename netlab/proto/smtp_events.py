@@ -9,6 +9,7 @@ ENHANCEDSTATUSCODES, RFC 2034), repeated on every line of a multi-line reply as 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -70,6 +71,11 @@ class Reply(Event):
         return self.code < 400
 
     def encode(self) -> bytes:
+        return self._wire
+
+    @functools.cached_property
+    def _wire(self) -> bytes:
+        # Computed once per reply: servers keep their fixed replies as constants.
         prefix = f"{self.enhanced} " if self.enhanced else ""
         lines = self.lines
         out = [f"{self.code}-{prefix}{line}\r\n" for line in lines[:-1]]

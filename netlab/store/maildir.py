@@ -11,11 +11,9 @@ writes the message under a unique name in ``tmp/``, fsyncs the file, renames it 
 fsyncs ``new/`` so the rename itself is on disk.  Only after that may the SMTP server answer 250.
 A crash before the rename leaves at most a stray file in ``tmp/``; after it, the message is whole.
 Readers never see partial files because rename is atomic.  These calls block: servers run them
-in worker threads, where the fsyncs of concurrent deliveries overlap.  Deliveries into the same
-directory also share its fsync (group commit, :class:`_DirSync`): one fsync of ``new/`` makes
-durable every rename done before it started, so a delivery whose rename an fsync already in
-progress cannot cover waits for the next one, and everyone who renamed before that next one
-started gets it for free.
+in worker threads.  One fsync of ``new/`` makes every rename done before it durable, so a caller
+storing many messages at once (the SMTP server's group commit) renames them all and then fsyncs
+each directory once (``deliver(..., sync_dir=False)``, then :func:`fsync_dir`).
 
 Messages are stored with LF line ends, as Maildir readers expect.  The unique name carries the
 size as Dovecot writes it (``,S=`` octets on disk, ``,W=`` octets with CRLF), so a POP3 listing
@@ -32,22 +30,31 @@ import os
 import re
 import secrets
 import socket
-import threading
 import time
 import urllib.parse
 from pathlib import Path
 
-from netlab.proto.mail_lines import to_crlf
 from netlab.proto.pop3_maildrop import MessageInfo
 
-__all__ = ["MailStore", "Maildir", "normalize_address"]
+__all__ = ["MailStore", "Maildir", "crlf_size", "fsync_dir", "normalize_address", "write_durably"]
 
 _COUNTER = itertools.count()
 # One random draw per process, not per message: with the PID, the counter and the microseconds it
-# keeps names unguessable and unique without a getrandom() system call on every delivery.
+# keeps names unguessable and unique without a getrandom() system call on every delivery.  The PID
+# too is read once (and again in a forked child), not with a getpid() per delivery.
 _SALT = secrets.token_hex(4)
+_PID = os.getpid()
 _SIZE_TAG = re.compile(r",W=(\d+)")
 _MAX_UIDL = 70  # characters, RFC 1939 section 7
+_MAX_CACHED = 4096  # Maildir objects a store keeps ready
+
+
+def _after_fork() -> None:
+    global _PID, _SALT
+    _PID, _SALT = os.getpid(), secrets.token_hex(4)
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _hostname() -> str:
@@ -68,6 +75,13 @@ def normalize_address(address: str) -> str:
     return f"{local.lower()}@{domain.lower()}"
 
 
+def crlf_size(content: bytes) -> int:
+    """``len(to_crlf(content))``, what RETR will send, counted without building that copy."""
+    if b"\r\n" in content:
+        content = content.replace(b"\r\n", b"\n")
+    return len(content) + content.count(b"\n")
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -76,54 +90,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _DirSync:
-    """Group commit of one directory's fsync among the threads that renamed into it."""
-
-    _all: dict[Path, _DirSync] = {}
-    _all_lock = threading.Lock()
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.cond = threading.Condition()
-        self.renamed = 0  # tickets handed out: renames done so far
-        self.synced = 0  # every ticket up to this one is durable
-        self.syncing = False
-
-    @classmethod
-    def of(cls, path: Path) -> _DirSync:
-        with cls._all_lock:
-            found = cls._all.get(path)
-            if found is None:
-                found = cls._all[path] = cls(path)
-            return found
-
-    def sync(self) -> None:
-        """Return once an fsync of the directory has started after the caller's rename."""
-        with self.cond:
-            self.renamed += 1
-            ticket = self.renamed
-            while self.synced < ticket and self.syncing:
-                self.cond.wait()
-            if self.synced >= ticket:
-                return
-            self.syncing = True
-            target = self.renamed  # this fsync covers every rename ticketed so far
-        done = False
-        try:
-            fsync_dir(self.path)
-            done = True
-        finally:
-            with self.cond:
-                self.syncing = False
-                if done:  # after a failure the waiters try again themselves
-                    self.synced = max(self.synced, target)
-                self.cond.notify_all()
-
-
-def write_durably(directory: Path, tmp_dir: Path, name: str, data: bytes, *, group: bool = False) -> Path:
+def write_durably(directory: Path, tmp_dir: Path, name: str, data: bytes, *, sync_dir: bool = True) -> Path:
     """Write ``data`` to ``tmp_dir/name``, fsync it, rename it to ``directory/name``, fsync.
 
-    ``group``: share the directory fsync with concurrent writers (see :class:`_DirSync`).
+    ``sync_dir=False`` leaves the last step to the caller, who can then make many renames into
+    ``directory`` durable with one fsync (and must do so before anyone relies on them).
     """
     tmp = tmp_dir / name
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -140,9 +111,7 @@ def write_durably(directory: Path, tmp_dir: Path, name: str, data: bytes, *, gro
     os.close(fd)
     final = directory / name
     os.rename(tmp, final)
-    if group:
-        _DirSync.of(directory).sync()
-    else:
+    if sync_dir:
         fsync_dir(directory)
     return final
 
@@ -163,21 +132,24 @@ class Maildir:
         """A name nobody else can pick: time, microseconds, PID, counter, random, host, sizes."""
         now = time.time()
         sec, usec = int(now), int((now % 1) * 1_000_000)
-        crlf_size = len(to_crlf(content))  # exactly what RETR will send
-        unique = f"{sec}.M{usec:06d}P{os.getpid()}Q{next(_COUNTER)}R{_SALT}.{_HOST}"
-        return f"{unique},S={len(content)},W={crlf_size}"
+        unique = f"{sec}.M{usec:06d}P{_PID}Q{next(_COUNTER)}R{_SALT}.{_HOST}"
+        return f"{unique},S={len(content)},W={crlf_size(content)}"
 
-    def deliver(self, content: bytes) -> str:
-        """Store ``content`` (LF line ends) durably in ``new/``; returns its file name."""
+    def deliver(self, content: bytes, *, sync_dir: bool = True) -> str:
+        """Store ``content`` (LF line ends) durably in ``new/``; returns its file name.
+
+        ``sync_dir=False``: the file is durable but its name in ``new/`` is not until the caller
+        fsyncs ``new/`` (:func:`fsync_dir`), which one call can do for many deliveries.
+        """
         name = self.unique_name(content)
         try:
-            write_durably(self.new, self.tmp, name, content, group=True)
+            write_durably(self.new, self.tmp, name, content, sync_dir=sync_dir)
         except FileNotFoundError:
             # The first delivery to this user: make the Maildir (cheaper than checking each time).
             self.create()
             with contextlib.suppress(FileNotFoundError):
                 (self.tmp / name).unlink()  # written before new/ turned out to be missing
-            write_durably(self.new, self.tmp, name, content, group=True)
+            write_durably(self.new, self.tmp, name, content, sync_dir=sync_dir)
         return name
 
     def discard_new(self, name: str) -> None:
@@ -210,7 +182,7 @@ class Maildir:
         match = _SIZE_TAG.search(name.split(":", 1)[0])
         if match:
             return int(match[1])
-        return len(to_crlf((self.cur / name).read_bytes()))
+        return crlf_size((self.cur / name).read_bytes())
 
     def read(self, key: str) -> bytes:
         return (self.cur / _checked(key)).read_bytes()
@@ -260,6 +232,7 @@ class MailStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.mailboxes = root / "mailboxes"
+        self._maildirs: dict[str, Maildir] = {}  # address -> Maildir, so paths are built once
 
     def create(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -267,6 +240,14 @@ class MailStore:
 
     def maildir(self, address: str) -> Maildir:
         """The Maildir of ``address``; the local part is escaped so no name leaves the store."""
+        found = self._maildirs.get(address)
+        if found is None:
+            if len(self._maildirs) >= _MAX_CACHED:
+                self._maildirs.clear()
+            found = self._maildirs[address] = self._locate(address)
+        return found
+
+    def _locate(self, address: str) -> Maildir:
         local, _, domain = normalize_address(address).rpartition("@")
         if not domain or "/" in domain or domain.startswith("."):
             raise ValueError(f"bad domain in {address!r}")

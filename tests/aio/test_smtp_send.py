@@ -113,3 +113,24 @@ async def test_required_tls_not_offered(nursery: trio.Nursery) -> None:
         await send_message(
             client, helo="me.test", sender="", recipients=["b@old.test"], content=b"x\n", tls="required"
         )
+
+
+@pytest.mark.parametrize(
+    ("content", "enhanced"),
+    [("Subject: hi\n\nGrüße\n", "5.6.3"), ("Subject: Grüße\n\nhello\n", "5.6.9")],
+)
+async def test_eight_bit_mail_is_not_sent_to_a_seven_bit_server(
+    nursery: trio.Nursery, content: str, enhanced: str
+) -> None:
+    """RFC 6152 section 3 / RFC 6531 section 3.2: no MAIL at all; the error is ours, permanent."""
+    script = [("EHLO me.test", "250-old.test\r\n250 SIZE 1000000"), ("QUIT", "221 bye")]
+    client, server = trio.testing.memory_stream_pair()
+    seen: list[str] = []
+    nursery.start_soon(scripted_server, server, "220 old.test ESMTP", script, seen)
+    with pytest.raises(SmtpSendError) as caught:
+        await send_message(
+            client, helo="me.test", sender="a@me.test", recipients=["b@old.test"], content=content.encode()
+        )
+    assert caught.value.local and caught.value.reply.code // 100 == 5
+    assert caught.value.reply.enhanced == enhanced
+    assert seen == ["EHLO me.test", "QUIT"]

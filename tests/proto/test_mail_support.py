@@ -6,6 +6,7 @@ import base64
 import email
 import email.message
 import email.policy
+import email.utils
 from datetime import UTC, datetime
 from typing import cast
 
@@ -73,7 +74,7 @@ def test_with_protocol(extended: bool, tls: bool, auth: bool, utf8: bool, name: 
 
 
 def test_received_header_parses() -> None:
-    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    when = email.utils.format_datetime(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
     header = received_header(
         helo="client.test",
         peer_ip="::1",
@@ -81,14 +82,14 @@ def test_received_header_parses() -> None:
         protocol="ESMTPS",
         queue_id="ABC",
         recipients=["a@b.test"],
-        when=when,
+        date=when,
     )
     msg = email.message_from_bytes(header + b"Subject: x\r\n\r\nbody\r\n", policy=email.policy.default)
     received = " ".join(str(msg["Received"]).split())
     assert received.startswith("from client.test ([IPv6:::1]) by mx.test (netlab) with ESMTPS id ABC")
     assert received.endswith("for <a@b.test>; Wed, 01 May 2024 12:00:00 +0000")
     many = received_header(
-        helo="c", peer_ip="1.2.3.4", by="m", protocol="ESMTP", queue_id="X", recipients=["a", "b"], when=when
+        helo="c", peer_ip="1.2.3.4", by="m", protocol="ESMTP", queue_id="X", recipients=["a", "b"], date=when
     )
     assert b"for <" not in many
 

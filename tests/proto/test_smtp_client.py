@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netlab.proto.smtp_client import NEED_DATA, SmtpClientConnection, extensions
+from netlab.proto.smtp_client import NEED_DATA, SmtpClientConnection, extensions, mail_command
 from netlab.proto.smtp_events import (
     ConnectionClosed,
     Data,
@@ -99,3 +99,42 @@ def test_client_and_server_machines_agree(content: bytes) -> None:
     assert isinstance(sent, MessageData)
     assert sent.content == (content if not content or content.endswith(b"\r\n") else content + b"\r\n")
     assert client.next_event() is NEED_DATA
+
+
+ASCII = b"Subject: hi\r\n\r\nbody\r\n"
+EIGHT_BIT_BODY = "Subject: hi\r\n\r\nGrüße\r\n".encode()
+UTF8_HEADER = "Subject: Grüße\r\n\r\nbody\r\n".encode()
+ALL = {"SIZE": "1000000", "8BITMIME": "", "SMTPUTF8": ""}
+OLD = {"SIZE": "1000000"}  # neither 8BITMIME nor SMTPUTF8
+
+
+@pytest.mark.parametrize(
+    ("ext", "rcpt", "wire", "expected"),
+    [
+        (ALL, "b@b.test", ASCII, MailFrom("a@a.test", size=len(ASCII))),
+        ({}, "b@b.test", ASCII, MailFrom("a@a.test")),
+        (ALL, "b@b.test", EIGHT_BIT_BODY, MailFrom("a@a.test", size=len(EIGHT_BIT_BODY), body="8BITMIME")),
+        (
+            ALL,
+            "b@b.test",
+            UTF8_HEADER,
+            MailFrom("a@a.test", size=len(UTF8_HEADER), body="8BITMIME", smtputf8=True),
+        ),
+        (ALL, "jürgen@b.test", ASCII, MailFrom("a@a.test", size=len(ASCII), smtputf8=True)),
+        # RFC 6152 section 3, RFC 6531 section 3.2: not to a server that cannot take it.
+        (OLD, "b@b.test", EIGHT_BIT_BODY, Reply(554, "x", "5.6.3")),
+        ({"8BITMIME": ""}, "b@b.test", UTF8_HEADER, Reply(550, "x", "5.6.9")),
+        ({"8BITMIME": ""}, "jürgen@b.test", ASCII, Reply(553, "x", "5.6.7")),
+        (OLD, "jürgen@b.test", EIGHT_BIT_BODY, Reply(553, "x", "5.6.7")),
+        (OLD, "b@b.test", b"\r\nno headers, 8-bit \xff body\r\n", Reply(554, "x", "5.6.3")),
+    ],
+)
+def test_mail_command_declares_what_the_message_needs(
+    ext: dict[str, str], rcpt: str, wire: bytes, expected: MailFrom | Reply
+) -> None:
+    got = mail_command(ext, "a@a.test", [rcpt], wire)
+    if isinstance(expected, Reply):
+        assert isinstance(got, Reply)
+        assert (got.code, got.enhanced) == (expected.code, expected.enhanced)
+    else:
+        assert got == expected

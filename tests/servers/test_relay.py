@@ -20,7 +20,7 @@ from netlab.config import SmtpConfig
 from servers.mail_system import MailSystem
 from servers.relay import Relay
 from servers.smtp_session import handle_connection
-from tests.mailtest import maildir_files, make_mail, smtp_context
+from tests.mailtest import LineClient, maildir_files, make_mail, smtp_context
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]
 MESSAGE = b"From: alice@a.test\nTo: bob@b.test\nSubject: lunch?\n\nat noon\n"
@@ -70,9 +70,11 @@ class Lab:
     relay_scope: trio.CancelScope
     start: float = 0.0
 
-    async def queue(self, sender: str = "alice@a.test", rcpts: tuple[str, ...] = ("bob@b.test",)) -> None:
+    async def queue(
+        self, sender: str = "alice@a.test", rcpts: tuple[str, ...] = ("bob@b.test",), message: bytes = MESSAGE
+    ) -> None:
         self.start = trio.current_time()
-        await self.a.accept(sender, list(rcpts), MESSAGE)
+        await self.a.accept(sender, list(rcpts), message)
 
     async def drain(self, limit: float = 100_000.0) -> None:
         """Wait (virtual time) until the queue of A is empty."""
@@ -222,3 +224,57 @@ async def test_a_second_relay_waits_and_takes_over_after_a_restart(
     await lab.drain()
     assert len(maildir_files(lab.b.root, "bob@b.test")) == 1
     assert lab.times() == [0.0, 30.0 + 30.0]  # the second took the queue at its next try
+
+
+async def seven_bit_server(seen: list[str], stream: trio.abc.Stream) -> None:
+    """An old server: no 8BITMIME, no SMTPUTF8 (it would take anything, which is the danger)."""
+    peer = LineClient(stream)
+    await stream.send_all(b"220 old.b.test ESMTP\r\n")
+    while (line := await peer.line()) != "QUIT":
+        seen.append(line)
+        await stream.send_all(
+            b"250-old.b.test\r\n250 SIZE 1000000\r\n" if line.startswith("EHLO") else b"250 ok\r\n"
+        )
+    await stream.send_all(b"221 bye\r\n")
+
+
+@pytest.mark.parametrize(
+    ("message", "rcpt", "status"),
+    [
+        ("Subject: lunch?\n\nÀ midi, chez Hélène\n", "bob@b.test", "5.6.3"),  # RFC 6152 section 3
+        ("Subject: Grüße\n\nat noon\n", "bob@b.test", "5.6.9"),  # RFC 6531 section 3.2
+        ("Subject: lunch?\n\nat noon\n", "jürgen@b.test", "5.6.7"),
+    ],
+)
+async def test_eight_bit_mail_for_a_seven_bit_server_bounces(
+    lab: Lab, autojump_clock: trio.testing.MockClock, message: str, rcpt: str, status: str
+) -> None:
+    seen: list[str] = []
+    lab.net.servers["192.0.2.2"] = partial(seven_bit_server, seen)
+    await lab.queue(rcpts=(rcpt,), message=message.encode())
+    await lab.drain()
+    assert lab.times() == [0.0]  # permanent: no retries
+    assert seen == ["EHLO mx.a.test"]  # not sent as it is: no MAIL, no DATA
+    (path,) = maildir_files(lab.a.root, "alice@a.test")
+    raw = path.read_bytes().decode()
+    assert f"Status: {status}" in raw
+    assert "Diagnostic-Code: x-netlab; " in raw and "does not offer" in raw  # our verdict, not theirs
+    if rcpt.isascii():
+        assert statuses(dsn(lab.a, "alice@a.test")) == {rcpt: status}
+    else:  # RFC 6533: the report that names a UTF-8 address is a global one
+        assert "Content-Type: message/global-delivery-status" in raw
+        assert f"Final-Recipient: utf-8; {rcpt}" in raw
+    returned_headers = "message/global-headers" if "Grüße" in message else "text/rfc822-headers"
+    assert f"Content-Type: {returned_headers}" in raw
+
+
+async def test_eight_bit_mail_for_an_eight_bit_server_is_delivered(
+    lab: Lab, autojump_clock: trio.testing.MockClock
+) -> None:
+    message = "Subject: Grüße\n\nÀ midi, chez Hélène\n".encode()
+    await lab.queue(message=message)
+    await lab.drain()
+    (path,) = maildir_files(lab.b.root, "bob@b.test")
+    content = path.read_bytes()
+    assert content.endswith(message)
+    assert b"with UTF8SMTP" in content  # the relay declared SMTPUTF8 (RFC 6531 section 3.4)

@@ -225,10 +225,10 @@ async def test_storage_failure_leaves_nothing_half_stored(
 ) -> None:
     real = Maildir.deliver
 
-    def failing(self: Maildir, content: bytes) -> str:
+    def failing(self: Maildir, content: bytes, *, sync_dir: bool = True) -> str:
         if "bob" in str(self.path):
             raise OSError(28, "No space left on device")
-        return real(self, content)
+        return real(self, content, sync_dir=sync_dir)
 
     monkeypatch.setattr(Maildir, "deliver", failing)
     client, _ = await connect(nursery, smtp_context(mail))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import argon2
 import pytest
 
+from netlab.proto.mail_lines import to_crlf
 from netlab.store.mail_queue import Failure, MailQueue
-from netlab.store.maildir import Maildir, MailStore, normalize_address
+from netlab.store.maildir import Maildir, MailStore, crlf_size, normalize_address
 from netlab.store.maildrop_lock import MaildropLocks
 from netlab.store.users import UserDb, UserError, apop_secret
 
@@ -27,6 +27,13 @@ def test_delivery_is_in_new_whole_with_sizes_in_the_name(tmp_path: Path) -> None
     assert name.endswith(f",S={len(content)},W={len(content) + 3}")
     assert os.listdir(md.tmp) == []
     assert oct((md.new / name).stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"x", b"a\nb\n", b"a\r\nb\n", b"a\r\r\nb\r", b"\r\n\r\n", b"a\rb\n\n"]
+)
+def test_crlf_size_is_the_size_retr_sends(content: bytes) -> None:
+    assert crlf_size(content) == len(to_crlf(content))
 
 
 def test_names_are_unique(tmp_path: Path) -> None:
@@ -162,45 +169,3 @@ def test_delivery_repairs_a_maildir_missing_new(tmp_path: Path) -> None:
     name = md.deliver(b"x\n")
     assert (md.new / name).read_bytes() == b"x\n"
     assert os.listdir(md.tmp) == []
-
-
-def test_deliveries_waiting_on_one_fsync_share_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Group commit: four deliveries that rename during an fsync are all covered by the next one."""
-    from netlab.store import maildir
-
-    md = Maildir(tmp_path / "box")
-    md.create()
-    four_waiting = threading.Event()
-
-    class WatchedCondition(threading.Condition):
-        waiting = 0
-
-        def wait(self, timeout: float | None = None) -> bool:
-            self.waiting += 1
-            if self.waiting == 4:
-                four_waiting.set()
-            return super().wait(timeout)
-
-    syncer = maildir._DirSync.of(md.new)
-    syncer.cond = WatchedCondition()
-    calls: list[Path] = []
-    real = maildir.fsync_dir
-
-    def fsync_dir(path: Path) -> None:
-        if path == md.new and not calls:
-            assert four_waiting.wait(timeout=30)  # hold the first fsync until the others queue up
-        calls.append(path)
-        real(path)
-
-    monkeypatch.setattr(maildir, "fsync_dir", fsync_dir)
-    first = threading.Thread(target=md.deliver, args=(b"first\n",))
-    first.start()
-    others = [threading.Thread(target=md.deliver, args=(b"x\n",)) for _ in range(4)]
-    for t in others:
-        t.start()
-    for t in [first, *others]:
-        t.join(timeout=30)
-    assert md.count() == 5
-    assert calls.count(md.new) == 2
