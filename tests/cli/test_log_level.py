@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from netlab.cli import main
+from tests.processes import isolated_config
 
-from .procs import ROOT, isolated_config, netlab_command, read_until, stop
+from .procs import ROOT, netlab_command, read_until, stop
 
 
 @pytest.fixture(autouse=True)
