@@ -18,7 +18,7 @@ import click
 import trio
 
 from netlab.addr import parse_hostport
-from netlab.aio.shutdown import Lifetime, Service
+from netlab.aio.shutdown import Lifetime, Service, serve_connections
 from netlab.cli import config_option, load_config
 from netlab.config import NetlabConfig, Pop3Config, data_path
 from servers.mail_system import MailSystem
@@ -47,22 +47,15 @@ async def serve(
     if listeners is None:
         host, port = parse_hostport(cfg.listen, default_port=1100)
         listeners = list(await trio.open_tcp_listeners(port, host=host))
-    async with trio.open_nursery() as handlers:
-        async with trio.open_nursery() as acceptor:
-            await acceptor.start(
-                partial(
-                    trio.serve_listeners,
-                    partial(handle_connection, ctx=ctx),
-                    list(listeners),
-                    handler_nursery=handlers,
-                )
-            )
-            lines = listener_lines("pop3", listeners)
-            lines[0] += f" (store {mail.root})"
-            task_status.started(lines)
-            await lifetime.stopping.wait()
-            acceptor.cancel_scope.cancel()
-        ctx.waits.shut_down()
+    lines = listener_lines("pop3", listeners)
+    lines[0] += f" (store {mail.root})"
+    await serve_connections(
+        partial(handle_connection, ctx=ctx),
+        listeners,
+        lifetime,
+        started=partial(task_status.started, lines),
+        closing=ctx.waits.shut_down,
+    )
     log.info("pop3: stopped (%s)", dict(ctx.stats))
 
 

@@ -23,7 +23,7 @@ import trio
 
 from netlab.addr import format_hostport, parse_hostport
 from netlab.aio.dns_stub import StubResolver
-from netlab.aio.shutdown import Lifetime, Service, run_services
+from netlab.aio.shutdown import Lifetime, Service, run_services, serve_connections
 from netlab.aio.tls import client_context, ensure_self_signed, server_context
 from netlab.cli import config_option, load_config
 from netlab.config import ConfigError, NetlabConfig, SmtpConfig, data_path
@@ -91,22 +91,15 @@ async def serve(
         listeners = list(await trio.open_tcp_listeners(port, host=host))
     async with trio.open_nursery() as background:
         await background.start(relay.run)
-        async with trio.open_nursery() as handlers:
-            async with trio.open_nursery() as acceptor:
-                await acceptor.start(
-                    partial(
-                        trio.serve_listeners,
-                        partial(handle_connection, ctx=ctx),
-                        list(listeners),
-                        handler_nursery=handlers,
-                    )
-                )
-                lines = listener_lines("smtp", listeners)
-                lines[0] += f" for {', '.join(cfg.domains) or 'no local domains'} (store {mail.root})"
-                task_status.started(lines)
-                await lifetime.stopping.wait()
-                acceptor.cancel_scope.cancel()
-            ctx.waits.shut_down()
+        lines = listener_lines("smtp", listeners)
+        lines[0] += f" for {', '.join(cfg.domains) or 'no local domains'} (store {mail.root})"
+        await serve_connections(
+            partial(handle_connection, ctx=ctx),
+            listeners,
+            lifetime,
+            started=partial(task_status.started, lines),
+            closing=ctx.waits.shut_down,
+        )
         background.cancel_scope.cancel()
     log.info("smtp: stopped (%s)", dict(ctx.stats))
 

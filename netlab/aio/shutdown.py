@@ -15,11 +15,12 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import trio
 
-__all__ = ["Lifetime", "ServeFn", "Service", "run_services", "serve_until_stopping"]
+__all__ = ["Lifetime", "ServeFn", "Service", "run_services", "serve_connections", "serve_until_stopping"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,28 @@ async def serve_until_stopping(lifetime: Lifetime, run: Callable[[], Awaitable[N
         nursery.start_soon(_watch)
         await run()
         nursery.cancel_scope.cancel()
+
+
+async def serve_connections(
+    handler: Callable[[trio.abc.Stream], Awaitable[None]],
+    listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+    lifetime: Lifetime,
+    *,
+    started: Callable[[], None],
+    closing: Callable[[], None],
+) -> None:
+    """A stream server's graceful life: accept on ``listeners`` until ``lifetime`` stops, then
+    stop accepting, call ``closing`` (sessions finish at their next command boundary) and return
+    once every running connection has ended.  ``started`` runs once the listeners accept."""
+    async with trio.open_nursery() as handlers:
+        async with trio.open_nursery() as acceptor:
+            await acceptor.start(
+                partial(trio.serve_listeners, handler, list(listeners), handler_nursery=handlers)
+            )
+            started()
+            await lifetime.stopping.wait()
+            acceptor.cancel_scope.cancel()
+        closing()
 
 
 async def run_services(
