@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from netlab.proto.tftp_options import TransferOptions, accept_oack_untrusted
+from netlab.proto.tftp_options import TransferOptions
 from netlab.proto.tftp_packet import (
     Data,
     Error,
@@ -35,7 +35,6 @@ from netlab.proto.tftp_packet import (
     LocalProtocolError,
     Opcode,
     OptionAck,
-    RemoteProtocolError,
     Request,
     encode,
     encode_ack,
@@ -45,7 +44,6 @@ from netlab.proto.tftp_transfer import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     FinalBlockReceived,
-    Negotiated,
     PacketHandler,
     State,
     TftpTransfer,
@@ -223,20 +221,8 @@ class TftpReceiver(TftpTransfer):
 
     def _on_first_reply(self, packet: OptionAck | Data, now: float) -> None:
         """Client: the server's answer to our RRQ, an OACK or (options ignored) DATA 1."""
-        if isinstance(packet, Data):
-            options, acknowledged = TransferOptions(), False
-        else:
-            try:
-                options = accept_oack_untrusted(self._requested, packet.options)
-            except RemoteProtocolError as exc:
-                self._fail(exc.error, by_peer=False)
-                return
-            acknowledged = True
-        self._set_options(options)
-        self._events.append(Negotiated(options, acknowledged))
-        self.state = State.TRANSFERRING
-        self._retries = 0
-        self._arm = None
+        if not self._settle_options(self._requested, None if isinstance(packet, Data) else packet):
+            return
         if isinstance(packet, Data):
             self._on_data(packet, now)
         else:

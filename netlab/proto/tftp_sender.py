@@ -27,13 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from netlab.proto.tftp_options import TransferOptions, accept_oack_untrusted
+from netlab.proto.tftp_options import TransferOptions
 from netlab.proto.tftp_packet import (
     Ack,
     LocalProtocolError,
     Opcode,
     OptionAck,
-    RemoteProtocolError,
     Request,
     encode,
     encode_data,
@@ -42,7 +41,6 @@ from netlab.proto.tftp_transfer import (
     BLOCKS,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
-    Negotiated,
     PacketHandler,
     State,
     TftpTransfer,
@@ -244,22 +242,10 @@ class TftpSender(TftpTransfer):
 
     def _on_first_reply(self, packet: OptionAck | Ack, now: float) -> None:
         """Client: the server's answer to our WRQ, an OACK or a plain ACK 0."""
-        if isinstance(packet, Ack):
-            if packet.block != 0:
-                return
-            options, acknowledged = TransferOptions(), False
-        else:
-            try:
-                options = accept_oack_untrusted(self._requested, packet.options)
-            except RemoteProtocolError as exc:
-                self._fail(exc.error, by_peer=False)
-                return
-            acknowledged = True
-        self._set_options(options)
-        self._events.append(Negotiated(options, acknowledged))
-        self.state = State.TRANSFERRING
-        self._deadline = self._arm = None
-        self._retries = 0
+        if isinstance(packet, Ack) and packet.block != 0:
+            return
+        if not self._settle_options(self._requested, None if isinstance(packet, Ack) else packet):
+            return
 
     _HANDLERS: ClassVar[dict[tuple[State, type], PacketHandler]] = {
         (State.REQUESTING, OptionAck): _on_first_reply,

@@ -33,11 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from netlab.proto.tftp_options import TransferOptions
+from netlab.proto.tftp_options import TransferOptions, accept_oack_untrusted
 from netlab.proto.tftp_packet import (
     Error,
     ErrorCode,
+    OptionAck,
     RemoteProtocolError,
+    Request,
     decode_packet_untrusted,
     encode,
 )
@@ -170,6 +172,11 @@ class TftpTransfer:
         if type(packet) is Error:
             self._on_error(packet)
             return
+        if type(packet) is Request:
+            # A late copy of the request that began this transfer: the client retransmits it
+            # until it hears from us (RFC 1350 section 4), and a relay or NAT in between may
+            # deliver it to our transfer port.  Our reply to it is already on its way.
+            return
         handler = self._HANDLERS.get((self.state, type(packet)))
         if handler is None:
             name = type(packet).__name__.upper()
@@ -211,6 +218,28 @@ class TftpTransfer:
         else:
             fixed = self._interval
             self._rto = RtoEstimator(initial_rto=fixed, min_rto=fixed, max_rto=fixed)
+
+    def _settle_options(self, requested: dict[str, str], oack: OptionAck | None) -> bool:
+        """Client: settle the options from the server's first reply, its OACK, or ``None`` when
+        it ignored our options and carried on with the defaults (RFC 2347 section 2).
+
+        Returns False when the OACK cannot be accepted; the transfer has then failed (ERROR 8).
+        """
+        if oack is None:
+            options, acknowledged = TransferOptions(), False
+        else:
+            try:
+                options = accept_oack_untrusted(requested, oack.options)
+            except RemoteProtocolError as exc:
+                self._fail(exc.error, by_peer=False)
+                return False
+            acknowledged = True
+        self._set_options(options)
+        self._events.append(Negotiated(options, acknowledged))
+        self.state = State.TRANSFERRING
+        self._deadline = self._arm = None
+        self._retries = 0
+        return True
 
     def _queue(self, packet: bytes, *, rearm: float | None = None) -> None:
         self._out.append(packet)

@@ -238,6 +238,21 @@ def test_data_sent_to_a_sender_is_an_illegal_operation() -> None:
     assert error.code == ErrorCode.ILLEGAL_OPERATION
 
 
+def test_a_late_copy_of_the_request_is_ignored_mid_transfer() -> None:
+    """A client's retransmitted WRQ that reaches the transfer port (through a relay) is not an
+    error: the transfer carries on and the timer still covers our last packet."""
+    sender = TftpSender.client("f", "octet", {})
+    feed_all(sender, bytes(600))
+    wrq = sender.datagrams_to_send(0.0)[0]
+    sender.receive_datagram(encode_ack(0), 0.1)
+    assert packets(sender.datagrams_to_send(0.1)) == [Data(1, bytes(512))]
+    sender.receive_datagram(wrq, 0.2)
+    assert sender.state is State.TRANSFERRING
+    assert sender.datagrams_to_send(0.2) == []
+    sender.receive_datagram(encode_ack(1), 0.3)
+    assert packets(sender.datagrams_to_send(0.3)) == [Data(2, bytes(88))]
+
+
 def test_an_error_from_the_peer_ends_the_transfer_unanswered() -> None:
     sender = lockstep_sender()
     sender.datagrams_to_send(0.0)
