@@ -48,7 +48,7 @@ from netlab.transport.segment import (
 )
 from netlab.transport.seq import MAX_SEQ_BITS, MIN_SEQ_BITS, SeqSpace
 from netlab.transport.states import ConnState, Trigger, next_state
-from netlab.transport.window import ReceiveWindow, SendWindow, check_window_size
+from netlab.transport.window import ReceiveWindow, SendWindow, WindowRule, check_window_size
 
 __all__ = ["ConnectionSetup", "Role", "check_agreement", "negotiate"]
 
@@ -121,10 +121,18 @@ class ConnectionSetup(abc.ABC):
         self._protocol = options.protocol
         self._space = SeqSpace(options.seq_bits)
         self._policy: RetransmitPolicy = create_policy(options.protocol, self._rto)
-        self._snd: SendWindow[bytes] = SendWindow(
-            self._space, options.window, self._policy.rule, base=snd_base
-        )
-        self._rcv: ReceiveWindow[Segment] = ReceiveWindow(self._space, options.window, base=rcv_base)
+        rule, window = self._policy.rule, options.window
+        span = receive_span = window
+        if rule is WindowRule.SELECTIVE:
+            # N bounds the segments outstanding, not the numbers between base and next (see
+            # ``SendWindow``): the sender may run as far ahead as the sequence space allows and
+            # the receiver's advertised window permits, and the receiver buffers what its receive
+            # buffer holds, never less than N segments nor more than 2**(k-1) numbers.
+            span = rule.limit(self._space)
+            buffered = self._params.receive_buffer // options.mss
+            receive_span = max(window, min(span, buffered))
+        self._snd: SendWindow[bytes] = SendWindow(self._space, window, rule, base=snd_base, span=span)
+        self._rcv: ReceiveWindow[Segment] = ReceiveWindow(self._space, receive_span, base=rcv_base)
         self._mss = options.mss
         self._peer_ack = snd_base  # the peer's latest cumulative ACK (absolute)
 

@@ -33,7 +33,10 @@ class TransportParams:
 
     Attributes:
         protocol: "gbn" (Go-Back-N), "sr" (Selective Repeat) or "saw" (stop-and-wait).
-        window: N, in segments; GBN needs N <= 2**k - 1, SR N <= 2**(k-1); saw ignores it (1).
+        window: N, the segments that may be outstanding (sent and not acknowledged); GBN needs
+            N <= 2**k - 1, SR N <= 2**(k-1); saw ignores it (1).  An SR receiver buffers up to
+            ``receive_buffer`` bytes out of order (at most 2**(k-1) segments), so an SR sender
+            goes on sending past a lost segment while its repair is under way.
         seq_bits: k, the width of sequence numbers on the wire (3..32).
         mss: the largest DATA payload, in bytes.
         max_retries: consecutive timer expiries without progress before ConnectionFailed.

@@ -73,7 +73,7 @@ class Sender(Receiver):
         buf, off = self._sndbuf, self._sndoff
         end, first = len(buf), snd.next
         with memoryview(buf) as view:
-            while snd.next - snd.base < snd.size:
+            while not snd.full:
                 if off < end:
                     if snd.next >= edge:
                         break  # the peer's window is full; the persist timer probes it
@@ -156,7 +156,7 @@ class Sender(Receiver):
         cumulative = snd.unwrap_ack(segment.ack)
         if cumulative is None:
             behind = self._space.distance(segment.ack, self._space.wrap(snd.base))
-            if behind > snd.size:
+            if behind > snd.span:
                 self.stats.unexpected_dropped += 1
             return  # an old ACK overtaken by newer ones
         selective = None

@@ -3,10 +3,13 @@
 Strategy (Kurose & Ross section 3.4.4; RFC 8985 for when to presume a loss):
 
 * the receiver acknowledges every segment individually (``FLAG_SELECTIVE``, the segment's number
-  in ``seq``) and buffers those that arrive out of order within its window ``[base, base + N)``;
-  a segment from the window before (``[base - N, base)``) is one whose ACK was lost, so it is
+  in ``seq``) and buffers those that arrive out of order within its window ``[base, base + W)``;
+  a segment from the window before (``[base - W, base)``) is one whose ACK was lost, so it is
   acknowledged again; anything else cannot be ours and is dropped.  Each ACK also carries the
-  cumulative number (``ack``), which repairs lost individual ACKs;
+  cumulative number (``ack``), which repairs lost individual ACKs.  W is what the receive buffer
+  holds (at least N, at most 2**(k-1)); the sender keeps N segments *outstanding* and never runs
+  past the window the receiver advertises, so while a hole waits for its repair the segments
+  acknowledged beyond it make room for new ones (``window.SendWindow``);
 * the sender keeps one retransmission timer per outstanding segment, all in one ``DeadlineHeap``
   (lazy deletion), and resends only the segment whose timer fired.  As RFC 6298 section 5.3 does
   for TCP's single timer, an acknowledgement of new data restarts the clock: a timer that

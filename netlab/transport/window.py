@@ -70,22 +70,40 @@ class InFlight(Generic[T]):
 
 
 class SendWindow(Generic[T]):
-    """The sender's window: numbers ``[base, next)`` are in flight, at most ``size`` of them.
+    """The sender's window: numbers ``[base, next)`` are in flight, ``size`` of them unacknowledged.
+
+    The window N (``size``) bounds the numbers *outstanding*: sent and acknowledged neither
+    cumulatively nor one by one.  With cumulative acknowledgements that is every number in
+    ``[base, next)``.  With selective ones, numbers acknowledged beyond a hole no longer count, so
+    a Selective Repeat sender keeps N segments in the network while it repairs the hole, as the
+    textbook efficiency U = N (1 - p) / (1 + 2a) assumes, instead of stalling with its window
+    pinned at the lost segment.  ``span`` bounds how far ``next`` runs ahead of ``base``: the
+    receiver must be able to place every number it may see, so the span is never more than
+    ``rule`` allows in ``space`` (and the engine also keeps to the window the receiver advertises).
 
     Args:
         space: the sequence-number space.
         size: the window N, checked against ``rule``.
         rule: how the receiver acknowledges (``WindowRule``).
         base: the absolute number of the first item to send.
+        span: the largest ``next - base``; by default ``size`` (the classic window of N
+            consecutive numbers), at least ``size`` and at most ``rule.limit(space)``.
 
     Raises:
-        ValueError: ``size`` is illegal for ``rule`` in ``space``.
+        ValueError: ``size`` or ``span`` is illegal for ``rule`` in ``space``.
     """
 
-    def __init__(self, space: SeqSpace, size: int, rule: WindowRule, *, base: int = 0) -> None:
+    def __init__(
+        self, space: SeqSpace, size: int, rule: WindowRule, *, base: int = 0, span: int | None = None
+    ) -> None:
         check_window_size(size, space, rule)
+        if span is not None:
+            check_window_size(span, space, rule)
+            if span < size:
+                raise ValueError(f"a send window's span ({span}) cannot be below its size ({size})")
         self.space = space
         self.size = size
+        self.span = size if span is None else span
         self.rule = rule
         self.base = base  # oldest unacknowledged number
         self.next = base  # next number to assign
@@ -98,8 +116,15 @@ class SendWindow(Generic[T]):
         return self.next - self.base
 
     @property
+    def outstanding(self) -> int:
+        """How many numbers are sent and not yet acknowledged in any way."""
+        return self.next - self.base - self.selectively_acked
+
+    @property
     def full(self) -> bool:
-        return self.next - self.base >= self.size
+        """No number may be sent now: N are outstanding, or ``next`` is at the end of the span."""
+        spread = self.next - self.base
+        return spread - self.selectively_acked >= self.size or spread >= self.span
 
     def push(self, item: T, now: float) -> int:
         """Send ``item`` under the next number; returns that absolute number.
@@ -107,7 +132,7 @@ class SendWindow(Generic[T]):
         Raises:
             OverflowError: the window is full (a caller bug: check ``full`` first).
         """
-        if self.next - self.base >= self.size:
+        if self.full:
             raise OverflowError("send window is full")
         seq = self.next
         self._entries[seq] = InFlight(item, now)

@@ -58,6 +58,33 @@ def test_sr_timeout_resends_only_the_segment_whose_timer_expired() -> None:
     assert (pair.client.stats.timeouts, pair.client.stats.retransmissions) == (1, 3)
 
 
+def test_sr_keeps_n_segments_in_the_network_while_a_hole_waits_for_its_repair() -> None:
+    # N bounds the segments outstanding: the ACKs of 1 and 2 free two places although 0, the
+    # base, is missing, so 3 and 4 go out at once and the receiver buffers them beyond base + N.
+    pair = Pair("sr", window=3)
+    pair.handshake()
+    pair.client.send(bytes(8 * MSS))
+    first = lambda s: pair.rel(pair.client, s) == 0  # noqa: E731
+    assert pair.data_seqs(pair.client, pair.flush(pair.client, drop=first)) == [0, 1, 2]
+    pair.flush(pair.server)  # ACKs of 1 and 2
+    assert pair.data_seqs(pair.client, pair.flush(pair.client)) == [3, 4]
+    assert (pair.client._snd.outstanding, pair.client._snd.in_flight) == (3, 5)
+    assert pair.server._rcv.buffered == 4  # 1, 2, 3 and 4 wait for 0
+    assert _payload(pair) == b""
+    pair.exchange()
+    assert _payload(pair) == bytes(8 * MSS)
+
+
+def test_gbn_sends_nothing_new_until_the_oldest_segment_is_acknowledged() -> None:
+    pair = Pair("gbn", window=3)
+    pair.handshake()
+    pair.client.send(bytes(8 * MSS))
+    first = lambda s: pair.rel(pair.client, s) == 0  # noqa: E731
+    pair.flush(pair.client, drop=first)
+    pair.flush(pair.server)  # two duplicate ACKs
+    assert pair.client.datagrams_to_send(pair.now) == []
+
+
 @pytest.mark.parametrize(("protocol", "resent"), [("gbn", [0, 1, 2, 3, 4]), ("sr", [0])])
 def test_three_duplicate_acks_trigger_a_fast_retransmit(protocol: str, resent: list[int]) -> None:
     pair = Pair(protocol, window=8)

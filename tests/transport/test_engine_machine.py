@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from netlab.transport.engine import Connection, Role, TransportParams
 from netlab.transport.events import DataReceived
+from netlab.transport.states import ConnState
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -84,7 +85,11 @@ class EngineMachine(RuleBasedStateMachine):
     @invariant()
     def in_flight_within_n_and_the_advertised_window(self) -> None:
         snd = self.client._snd
-        assert 0 <= snd.in_flight <= snd.size
+        assert 0 <= snd.outstanding <= snd.size
+        assert 0 <= snd.in_flight <= snd.span
+        if self.server.state is not ConnState.LISTEN:
+            # Every number sent lies where the receiver can place it: within its window.
+            assert snd.next - self.server._rcv.base <= self.server._rcv.size
         self.edge = max(self.edge, self.client._peer_ack + self.client._peer_window)
         assert snd.next <= self.edge
 

@@ -215,7 +215,9 @@ def test_abort_resets_the_peer() -> None:
 def test_a_rst_from_outside_the_window_is_ignored_and_counted() -> None:
     pair = Pair("sr", window=4)
     pair.handshake()
-    stray = encode_segment(Segment(RST, (pair.isn[id(pair.client)] + 1000) % 2**16, 0, 0))
+    # Past the server's receive window (which the receive buffer sizes), so not the client's.
+    beyond = pair.server._rcv.size + 1000
+    stray = encode_segment(Segment(RST, (pair.isn[id(pair.client)] + beyond) % 2**16, 0, 0))
     pair.server.receive_datagram(stray, pair.now)
     assert _state(pair.server) is ConnState.ESTABLISHED
     assert pair.server.stats.unexpected_dropped == 1
@@ -251,12 +253,13 @@ def test_a_syn_ack_offering_more_than_asked_is_refused() -> None:
 
 
 def test_unexpected_segments_and_a_previous_incarnation_are_dropped_and_counted() -> None:
-    old = Pair("sr", window=4, client_seed=5, server_seed=6)
+    # A receive buffer of four segments: the old numbers fall outside the new window.
+    old = Pair("sr", window=4, client_seed=5, server_seed=6, receive_buffer=4 * MSS)
     old.handshake()
     old.client.send(b"old data")
     old_datagrams = old.client.datagrams_to_send(old.now)
     # A new connection between the same peers, with new random ISNs.
-    pair = Pair("sr", window=4, client_seed=7, server_seed=8)
+    pair = Pair("sr", window=4, client_seed=7, server_seed=8, receive_buffer=4 * MSS)
     pair.server.receive_datagram(old_datagrams[0], 0.0)  # DATA to a listener
     assert _state(pair.server) is ConnState.LISTEN
     pair.handshake()

@@ -204,3 +204,30 @@ class SendWindowMachine(RuleBasedStateMachine):
 
 TestSendWindowMachine = SendWindowMachine.TestCase
 TestSendWindowMachine.settings = settings(max_examples=100, stateful_step_count=60, deadline=None)
+
+
+def test_selective_window_counts_outstanding_numbers_within_its_span() -> None:
+    window: SendWindow[int] = SendWindow(SeqSpace(4), 3, SR, span=6)
+    for i in range(3):
+        window.push(i, now=0.0)
+    assert window.full
+    window.ack_one(1)
+    window.ack_one(2)  # 0 is still missing: two numbers acknowledged past the hole
+    assert (window.base, window.outstanding, window.full) == (0, 1, False)
+    window.push(3, now=0.0)
+    window.push(4, now=0.0)
+    assert window.full  # three outstanding again: 0, 3 and 4
+    window.ack_one(3)
+    window.ack_one(4)
+    window.push(5, now=0.0)
+    assert (window.outstanding, window.in_flight, window.full) == (2, 6, True)  # the span is the limit
+    with pytest.raises(OverflowError):
+        window.push(6, now=0.0)
+
+
+def test_a_span_is_checked_against_the_sequence_space() -> None:
+    with pytest.raises(ValueError, match=r"2\*\*\(k-1\)"):
+        SendWindow(SeqSpace(4), 3, SR, span=9)
+    with pytest.raises(ValueError, match="below its size"):
+        SendWindow(SeqSpace(4), 3, SR, span=2)
+    assert SendWindow(SeqSpace(4), 3, GBN).span == 3  # by default the classic N consecutive numbers
