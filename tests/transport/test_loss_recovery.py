@@ -231,3 +231,56 @@ def test_lost_acks_do_not_slow_loss_detection() -> None:
         assert result.connected_at is not None
         goodput = len(data) * 8 / (result.duration - result.connected_at)
         assert goodput > 6.5e6
+
+
+def test_gbn_goes_back_a_reordering_window_after_a_duplicate_that_three_never_follow() -> None:
+    # N = 4 with 0 and 2 lost: only 1 and 3 can cause duplicates, two of them, never three.
+    pair = _pair("gbn", window=4)
+    pair.client.send(bytes(4 * MSS))
+    pair.flush(pair.client, drop=_numbered(pair, 0, 2))
+    pair.now += RTT
+    pair.flush(pair.server)
+    assert pair.client.stats.dup_acks == 2
+    assert pair.client.datagrams_to_send(pair.now) == []
+    heard = pair.now
+    assert pair.fire(pair.client) == pytest.approx(heard + RTT / 4)  # a quarter of the min RTT
+    assert pair.data_seqs(pair.client, pair.flush(pair.client)) == [0, 1, 2, 3]
+    pair.exchange()
+    assert _payload(pair) == bytes(4 * MSS)
+    assert (pair.client.stats.fast_retransmits, pair.client.stats.timeouts) == (1, 0)
+
+
+def test_gbn_a_lost_repair_is_found_by_the_first_duplicate_sent_after_it() -> None:
+    pair = _pair("gbn", window=4)
+    pair.client.send(bytes(4 * MSS))
+    pair.flush(pair.client, drop=_numbered(pair, 0))
+    pair.now += RTT
+    pair.flush(pair.server)  # three duplicates: go back
+    resent = pair.flush(pair.client, drop=_numbered(pair, 0))  # and 0 is lost again
+    assert pair.data_seqs(pair.client, resent) == [0, 1, 2, 3]
+    pair.now += RTT
+    # The first duplicate caused by the new copy of 1 is enough while the repair is under way
+    # and the path has shown no reordering: no reordering window, no timer.
+    ack_from_1 = pair.server.datagrams_to_send(pair.now)[0]
+    pair.client.receive_datagram(ack_from_1, pair.now)
+    assert pair.data_seqs(pair.client, pair.flush(pair.client)) == [0, 1, 2, 3]
+    assert (pair.client.stats.fast_retransmits, pair.client.stats.timeouts) == (2, 0)
+
+
+def test_gbn_duplicates_from_copies_sent_before_going_back_do_not_go_back_again() -> None:
+    pair = _pair("gbn", window=8)
+    pair.client.send(bytes(8 * MSS))
+    pair.flush(pair.client, drop=_numbered(pair, 0))
+    pair.now += RTT
+    acks = pair.server.datagrams_to_send(pair.now)  # seven duplicates, from the copies of 1..7
+    for ack in acks[:3]:
+        pair.client.receive_datagram(ack, pair.now)
+    assert pair.data_seqs(pair.client, pair.flush(pair.client)) == list(range(8))  # the go-back
+    # The other four were caused by copies sent before the go-back: they say nothing of the new 0.
+    for ack in acks[3:]:
+        pair.client.receive_datagram(ack, pair.now)
+    assert pair.client.datagrams_to_send(pair.now) == []
+    pair.now += RTT
+    pair.exchange()
+    assert _payload(pair) == bytes(8 * MSS)
+    assert (pair.client.stats.fast_retransmits, pair.client.stats.timeouts) == (1, 0)
