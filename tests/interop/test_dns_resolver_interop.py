@@ -148,8 +148,11 @@ def resolvers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, i
             _wait_until_answering(ours)
             _wait_until_answering(theirs)
             # unbound keeps its first client waiting while it probes a dead server for a long time;
-            # let it learn that ns1.dead.test is dead before the comparison asks.
-            _ask("dig", theirs, "www.dead.test", "A", wait=4)
+            # let both learn which servers are dead before the comparison asks (the first answer
+            # for a zone with one dead server of two depends on which one is tried first).
+            for port in (theirs, ours):
+                _ask("dig", port, "www.dead.test", "A", wait=4)
+                _ask("dig", port, "www.backup.test", "A", wait=4)
             yield ours, theirs
 
 
