@@ -6,8 +6,6 @@ import contextlib
 import hashlib
 import random
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +16,7 @@ import trio
 from netlab.aio.endpoint import Addr, DatagramEndpoint, MemoryNetwork, Route
 from netlab.aio.tftp import EndpointFactory
 from netlab.proto.tftp_packet import Packet, decode_packet_untrusted, encode
+from tests.processes import netlab_command, read_line, running
 
 T = TypeVar("T")
 
@@ -41,7 +40,6 @@ def inline_file_io(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 RECEIVE_LIMIT = 30.0  # virtual seconds a test waits for a datagram
-REPO = Path(__file__).resolve().parent.parent
 
 
 def memory_endpoints(net: MemoryNetwork) -> EndpointFactory:
@@ -106,20 +104,9 @@ def netlab_tftpd(root: Path, *flags: str) -> Iterator[str]:
     Raises:
         AssertionError: it did not start, or did not exit cleanly on SIGINT.
     """
-    command = [sys.executable, "-m", "netlab", "tftpd", "--listen", "127.0.0.1:0", "--root", str(root)]
-    proc = subprocess.Popen(
-        [*command, *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "tftpd: udp 127.0.0.1:PORT  root DIR"
+    command = netlab_command("tftpd", "--listen", "127.0.0.1:0", "--root", str(root), *flags)
+    with running(command, sig=signal.SIGINT, timeout=15) as proc:
+        line = read_line(proc)  # "tftpd: udp 127.0.0.1:PORT  root DIR"
         assert line.startswith("tftpd: udp 127.0.0.1:"), line
         yield line.split()[2]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0

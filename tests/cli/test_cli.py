@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import click
@@ -13,9 +12,7 @@ from click.testing import CliRunner
 
 from netlab.cli import main
 from netlab.daemon import read_pidfile
-from tests.processes import isolated_config
-
-from .procs import ROOT, netlab_command, read_until, spawn, stop
+from tests.processes import isolated_config, netlab, read_until, spawn, stop
 
 
 def _walk(group: click.Group, ctx: click.Context, path: list[str]) -> list[list[str]]:
@@ -73,15 +70,15 @@ def test_up_runs_in_the_foreground_and_stops_cleanly(tmp_path: Path, sig: int) -
 def test_daemon_detaches_and_down_stops_it(tmp_path: Path) -> None:
     pidfile, log_file = tmp_path / "netlab.pid", tmp_path / "netlab.log"
     config = isolated_config(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = subprocess.run(
-        netlab_command(
-            "up", "--daemon", "--pidfile", str(pidfile), "--log-file", str(log_file), "--config", str(config)
-        ),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    started = netlab(
+        "up",
+        "--daemon",
+        "--pidfile",
+        str(pidfile),
+        "--log-file",
+        str(log_file),
+        "--config",
+        str(config),
         timeout=30,
     )
     assert started.returncode == 0, started.stderr
@@ -94,23 +91,9 @@ def test_daemon_detaches_and_down_stops_it(tmp_path: Path) -> None:
         assert os.getsid(pid) != pid
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
         assert "services up" in log_file.read_text()
-        again = subprocess.run(
-            netlab_command("up", "--daemon", "--pidfile", str(pidfile), "--config", str(config)),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        again = netlab("up", "--daemon", "--pidfile", str(pidfile), "--config", str(config), timeout=30)
         assert again.returncode != 0 and "already running" in again.stderr
-        down = subprocess.run(
-            netlab_command("down", "--pidfile", str(pidfile)),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=40,
-        )
+        down = netlab("down", "--pidfile", str(pidfile), timeout=40)
         assert down.returncode == 0, down.stderr
         assert not pidfile.exists()
         assert "netlab: stopped" in log_file.read_text()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from netlab.cli import main
-from tests.processes import isolated_config
-
-from .procs import ROOT, netlab_command, read_until, stop
+from tests.processes import isolated_config, read_until, spawn, stop
 
 
 @pytest.fixture(autouse=True)
@@ -64,16 +60,7 @@ def test_standalone_servers_log_at_the_configured_level(tmp_path: Path, server: 
     config.write_text(config.read_text().replace('log_level = "INFO"', f'log_level = "{level}"'))
     assert f'log_level = "{level}"' in config.read_text()
     stderr = tmp_path / "stderr"
-    with open(stderr, "w") as errors:
-        proc = subprocess.Popen(
-            netlab_command(server, "--config", str(config)),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-            start_new_session=True,
-        )
+    proc = spawn(server, "--config", str(config), stderr=stderr)
     try:
         read_until(proc, "://127.0.0.1:")
     finally:

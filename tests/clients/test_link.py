@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from netlab.aio.rdt_stream import RdtStream
 from netlab.aio.relay import LinkRelay
 from netlab.link.model import GilbertElliott
 from netlab.transport.engine import TransportParams
-from tests.clients.procs import netlab_process, run_netlab, wait_for_line
+from tests.processes import communicate, netlab, netlab_command, running, wait_for_line
 
 
 def test_burst_forms() -> None:
@@ -98,7 +99,8 @@ def test_netlab_link_command_between_send_and_recv(tmp_path: Path) -> None:
     source = tmp_path / "source.bin"
     source.write_bytes(os.urandom(1_000_000))
     out = tmp_path / "received.bin"
-    with netlab_process("rdt", "recv", "--listen", "127.0.0.1:0", "--out", str(out)) as recv:
+    recv_command = netlab_command("rdt", "recv", "--listen", "127.0.0.1:0", "--out", str(out))
+    with running(recv_command, stderr=subprocess.PIPE) as recv:
         port = wait_for_line(recv, r"on 127\.0\.0\.1:(\d+)")[1]
         link_args = [
             "--listen",
@@ -122,12 +124,12 @@ def test_netlab_link_command_between_send_and_recv(tmp_path: Path) -> None:
             "--seed",
             "5",
         ]
-        with netlab_process("link", *link_args) as link:
+        with running(netlab_command("link", *link_args), stderr=subprocess.PIPE) as link:
             relay_port = wait_for_line(link, r"relaying 127\.0\.0\.1:(\d+)")[1]
-            sent = run_netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{relay_port}", "--mss", "8k")
-            recv.communicate(timeout=30)
+            sent = netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{relay_port}", "--mss", "8k")
+            communicate(recv, timeout=30)
             link.send_signal(signal.SIGTERM)  # stopped by its PID, as a user would
-            link_out, link_err = link.communicate(timeout=30)
+            link_out, link_err = communicate(link, timeout=30)
     assert sent.returncode == 0, sent.stderr
     assert recv.returncode == 0
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.clients.procs import free_udp_port, netlab_process, run_netlab, wait_for_line
+from tests.processes import communicate, free_udp_port, netlab, netlab_command, running, wait_for_line
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -18,11 +19,12 @@ def test_send_to_recv_stores_the_exact_file(tmp_path: Path, protocol: str) -> No
     source = tmp_path / "source.bin"
     source.write_bytes(os.urandom(3_000_000 if protocol != "saw" else 300_000))
     out = tmp_path / "received.bin"
-    with netlab_process("rdt", "recv", "--listen", "127.0.0.1:0", "--out", str(out)) as recv:
+    recv_command = netlab_command("rdt", "recv", "--listen", "127.0.0.1:0", "--out", str(out))
+    with running(recv_command, stderr=subprocess.PIPE) as recv:
         port = wait_for_line(recv, r"on 127\.0\.0\.1:(\d+)")[1]
-        sent = run_netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{port}", "--protocol", protocol)
+        sent = netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{port}", "--protocol", protocol)
         assert sent.returncode == 0, sent.stderr
-        recv_out, recv_err = recv.communicate(timeout=30)
+        recv_out, recv_err = communicate(recv, timeout=30)
     assert recv.returncode == 0, recv_err
     assert out.read_bytes() == source.read_bytes()
     assert "SHA-256 verified" in sent.stdout
@@ -38,7 +40,7 @@ def test_send_with_nothing_listening_fails_quickly_and_clearly(tmp_path: Path) -
     source.write_bytes(b"data")
     start = time.monotonic()
     port = free_udp_port()
-    sent = run_netlab(
+    sent = netlab(
         "rdt", "send", str(source), "--to", f"127.0.0.1:{port}", "--max-retries", "2", "--initial-rto", "0.2s"
     )
     assert sent.returncode == 1
@@ -49,7 +51,7 @@ def test_send_with_nothing_listening_fails_quickly_and_clearly(tmp_path: Path) -
 def test_overall_timeout_flag(tmp_path: Path) -> None:
     source = tmp_path / "f"
     source.write_bytes(b"data")
-    sent = run_netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{free_udp_port()}", "--timeout", "0.5s")
+    sent = netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{free_udp_port()}", "--timeout", "0.5s")
     assert sent.returncode == 1
     assert "gave up after 0.5 s" in sent.stderr
 
@@ -58,12 +60,13 @@ def test_receiver_refusal_fails_both_sides(tmp_path: Path) -> None:
     source = tmp_path / "big.bin"
     source.write_bytes(b"x" * 5000)
     out = tmp_path / "out.bin"
-    with netlab_process(
+    recv_command = netlab_command(
         "rdt", "recv", "--listen", "127.0.0.1:0", "--out", str(out), "--max-size", "1k"
-    ) as recv:
+    )
+    with running(recv_command, stderr=subprocess.PIPE) as recv:
         port = wait_for_line(recv, r"on 127\.0\.0\.1:(\d+)")[1]
-        sent = run_netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{port}")
-        _, recv_err = recv.communicate(timeout=30)
+        sent = netlab("rdt", "send", str(source), "--to", f"127.0.0.1:{port}")
+        _, recv_err = communicate(recv, timeout=30)
     assert sent.returncode == 1
     assert "the receiver refused the file: file of 5000 bytes is over the limit of 1024" in sent.stderr
     assert recv.returncode == 1
@@ -84,7 +87,7 @@ def test_receiver_refusal_fails_both_sides(tmp_path: Path) -> None:
 def test_send_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     source = tmp_path / "f"
     source.write_bytes(b"data")
-    sent = run_netlab("rdt", "send", str(source), "--to", "127.0.0.1:9", *args)
+    sent = netlab("rdt", "send", str(source), "--to", "127.0.0.1:9", *args)
     assert sent.returncode == 2
     assert message in sent.stderr
 
@@ -92,7 +95,7 @@ def test_send_usage_errors(tmp_path: Path, args: list[str], message: str) -> Non
 def test_recv_never_overwrites(tmp_path: Path) -> None:
     out = tmp_path / "exists.bin"
     out.write_bytes(b"keep")
-    recv = run_netlab("rdt", "recv", "--listen", "127.0.0.1:0", "--out", str(out))
+    recv = netlab("rdt", "recv", "--listen", "127.0.0.1:0", "--out", str(out))
     assert recv.returncode == 2
     assert "never overwrites" in recv.stderr
     assert out.read_bytes() == b"keep"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +25,7 @@ from netlab.aio.dns_sockets import bind_dns
 from netlab.lab import SERVERS, LabInfo, start_lab, zone_dir
 from servers.dns_auth import load_zones
 from tests.conftest import IN_CI, require_tool
-from tests.processes import ROOT
+from tests.processes import ROOT, netlab_command
 
 pytestmark = pytest.mark.interop
 
@@ -311,18 +310,7 @@ async def test_netlab_dig_against_nsd(server: tuple[DnsServer, int], tmp_path: P
 
 
 async def _netlab_dig(case: Case, port: int) -> str:
-    args = [
-        sys.executable,
-        "-m",
-        "netlab",
-        "dig",
-        case.name,
-        case.qtype,
-        "@127.0.0.1",
-        "-p",
-        str(port),
-        "+norec",
-    ]
+    args = netlab_command("dig", case.name, case.qtype, "@127.0.0.1", "-p", str(port), "+norec")
     with trio.fail_after(30):
         result = await trio.run_process(args, cwd=ROOT, capture_stdout=True, check=True)
     return result.stdout.decode()
@@ -334,17 +322,7 @@ async def _wait_until_answering(port: int) -> None:
         while True:
             try:
                 result = await trio.run_process(
-                    [
-                        sys.executable,
-                        "-m",
-                        "netlab",
-                        "dig",
-                        "shop.test",
-                        "SOA",
-                        f"@127.0.0.1:{port}",
-                        "+time=1",
-                        "+tries=1",
-                    ],
+                    netlab_command("dig", "shop.test", "SOA", f"@127.0.0.1:{port}", "+time=1", "+tries=1"),
                     cwd=ROOT,
                     capture_stdout=True,
                     capture_stderr=True,
@@ -366,7 +344,7 @@ async def test_netlab_dig_prints_what_dig_prints(server: tuple[DnsServer, int], 
     theirs = await tool(require_tool("dig", "bind9-dnsutils"), "@127.0.0.1", "-p", str(port), *question)
     with trio.fail_after(30):
         ours = await trio.run_process(
-            [sys.executable, "-m", "netlab", "dig", *question, f"@127.0.0.1:{port}"],
+            netlab_command("dig", *question, f"@127.0.0.1:{port}"),
             cwd=ROOT,
             capture_stdout=True,
         )

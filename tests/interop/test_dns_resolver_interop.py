@@ -13,14 +13,13 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import IN_CI, require_tool
-from tests.processes import running
+from tests.processes import netlab_command, running
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -126,7 +125,7 @@ def resolvers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, i
     tmp = tmp_path_factory.mktemp("resolvers")
     config = tmp / "netlab.toml"
     config.write_text(f'[general]\ndata_dir = "{tmp}"\n[lab]\nport = 53\nstate_dir = "{tmp}/lab"\n')
-    netlab = [sys.executable, "-m", "netlab", "--log-level", "WARNING"]
+    netlab = netlab_command("--log-level", "WARNING")
     with running([*netlab, "lab", "up", "--config", str(config)], stderr=tmp / "lab.log") as lab:
         state = tmp / "lab" / "lab.json"
         deadline = time.monotonic() + 30

@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from netlab.proto.tftp_packet import Error, ErrorCode, Opcode, Request, decode_packet_untrusted, encode
-from tests.clients.procs import netlab_process, wait_for_line
 from tests.conftest import require_tool
-from tests.tftp_support import REPO, netlab_tftpd, sha256
+from tests.processes import communicate, free_udp_port, netlab, netlab_command, running, stop, wait_for_line
+from tests.tftp_support import netlab_tftpd, sha256
 
 pytestmark = pytest.mark.interop
 
@@ -53,8 +52,8 @@ def split(address: str) -> tuple[str, str]:
     return host, port
 
 
-def run(command: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False, cwd=cwd)
+def run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False)
 
 
 # -- tftp-hpa's client against netlab tftpd -----------------------------------------------------
@@ -206,12 +205,6 @@ def test_atftp_50_simultaneous_downloads(server: str, root: Path, tmp_path: Path
 # -- netlab tftp against in.tftpd ---------------------------------------------------------------
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def in_tftpd(root: Path) -> Iterator[str]:
     """tftpd-hpa in the foreground on a free port, creating files allowed; stopped by PID."""
@@ -223,12 +216,7 @@ def in_tftpd(root: Path) -> Iterator[str]:
         _wait_until_tftp_answers(port, proc)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=10)
 
 
 def _wait_until_tftp_answers(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -247,7 +235,7 @@ def _wait_until_tftp_answers(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def netlab_tftp(*args: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "netlab", "tftp", *args], cwd=REPO)
+    return netlab("tftp", *args, timeout=TOOL_TIMEOUT)
 
 
 @pytest.mark.parametrize(
@@ -305,7 +293,8 @@ def test_transfer_across_netlab_link_with_loss_and_reordering(
     The server answers from a fresh port per transfer (its TID); the relay follows it.
     """
     impairments = ["--loss", "10%", "--reorder", "10%", "--delay", "1ms", "--jitter", "1ms", "--seed", "7"]
-    with netlab_process("link", "--listen", "127.0.0.1:0", "--to", server, *impairments) as link:
+    link_command = netlab_command("link", "--listen", "127.0.0.1:0", "--to", server, *impairments)
+    with running(link_command, stderr=subprocess.PIPE) as link:
         relay_port = wait_for_line(link, r"relaying 127\.0\.0\.1:(\d+)")[1]
         relay = f"127.0.0.1:{relay_port}"
         got = netlab_tftp("get", "--timeout", "1", *flags, relay, name, str(tmp_path / "got"))
@@ -315,7 +304,7 @@ def test_transfer_across_netlab_link_with_loss_and_reordering(
         assert put.returncode == 0, put.stderr
         assert sha256(root / "through-link.bin") == sha256(root / name)
         link.send_signal(signal.SIGTERM)
-        out, _ = link.communicate(timeout=30)
+        out, _ = communicate(link, timeout=30)
     lost = [int(n) for n in re.findall(r"(\d+) lost, ", out)]
     assert len(lost) == 2  # both directions reported ...
     assert sum(lost) > 0  # ... and the link really dropped datagrams on the way

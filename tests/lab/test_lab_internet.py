@@ -13,7 +13,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ import pytest
 from netlab.lab import MAIL_DOMAINS, SERVERS, WEB_ORIGIN
 from netlab.store.maildir import MailStore
 from tests.conftest import IN_CI, require_tool
-from tests.processes import ROOT, read_line, running
+from tests.processes import ROOT, netlab_command, read_line, running
 
-NETLAB = [sys.executable, "-m", "netlab"]
+NETLAB = netlab_command()
 #: The lab's hosts on their well-known ports: what the root run needs free.
 WELL_KNOWN = [
     *((s.address, 53, kind) for s in SERVERS for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)),

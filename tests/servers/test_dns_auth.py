@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from netlab.config import DnsConfig
 from netlab.lab import zone_dir
 from netlab.proto.dns_zone import ZoneError
 from servers.dns_auth import load_zones, serve
-from tests.processes import isolated_config, netlab, read_line, running
+from tests.processes import isolated_config, netlab, netlab_command, read_line, running
 
 ZONES = [str(zone_dir() / name) for name in ("test.zone", "shop.test.zone", "example.zone")]
 
@@ -55,7 +54,7 @@ def test_zone_errors_are_reported(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_serve_then_dig(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "netlab", "dns", "serve", "--listen", "127.0.0.1:0"]
+    args = netlab_command("dns", "serve", "--listen", "127.0.0.1:0")
     for zone in ZONES:
         args += ["--zone", zone]
     with running(args, stderr=tmp_path / "log") as proc:
@@ -77,9 +76,7 @@ def test_serve_then_dig(tmp_path: Path) -> None:
 def test_up_with_the_lab(tmp_path: Path) -> None:
     # Every other service on a free port too: nothing here depends on a fixed one being free.
     config = isolated_config(tmp_path, lab={"port": 0}, dns={"zones": [ZONES[1]]})
-    with running(
-        [sys.executable, "-m", "netlab", "up", "--lab", "--config", str(config)], stderr=tmp_path / "err"
-    ) as proc:
+    with running(netlab_command("up", "--lab", "--config", str(config)), stderr=tmp_path / "err") as proc:
         lines = [read_line(proc)]
         while not lines[-1].startswith("dns"):
             lines.append(read_line(proc))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from netlab.proto.tftp_packet import (
     encode,
 )
 from servers.tftp import TftpServer
-from tests.tftp_support import REPO, leftovers, netlab_tftpd, sha256
+from tests import processes
+from tests.tftp_support import leftovers, netlab_tftpd, sha256
 
 LIMIT = 30  # seconds for any one test here
 
@@ -86,9 +86,7 @@ async def test_a_stranger_on_loopback_gets_error_5(nursery: trio.Nursery, root: 
 
 
 def netlab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "netlab", *args], cwd=REPO, capture_output=True, text=True, timeout=LIMIT
-    )
+    return processes.netlab(*args, timeout=LIMIT)
 
 
 @pytest.fixture
