@@ -215,6 +215,8 @@ class SmtpConfig:
     #: Processes serving SMTP connections.  One serves about a core's worth of mail, far more
     #: than a lab needs, and keeps ``netlab up`` a single process; more are for throughput.
     workers: int = 1
+    #: With several workers, pin each to a CPU of its own (on a machine they have to themselves).
+    pin_workers: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -195,6 +195,8 @@ def bench_smtp_netlab(work: Path, n: int, args: argparse.Namespace, workers: int
     port = free_port()
     cfg = netlab_config(work / "netlab-smtp.toml", store, port, free_port())
     cmd = [sys.executable, "-m", "netlab", "smtpd", "--config", str(cfg), "--workers", str(workers)]
+    if workers > 1:
+        cmd.append("--pin-workers")  # one CPU each: the machine is theirs for the run
     ready = r"smtp://" if workers == 1 else r"served by \d+ worker"
     result = run_smtp_source(cmd, ready, work / "netlab.log", port, args)
     delivered = count_files(store / "mailboxes" / "example.test" / "alice")
@@ -358,7 +360,7 @@ def write_results(args: argparse.Namespace, rows: list[tuple[str, str, int, floa
         for test, server, n, value in rows:
             writer.writerow([test, server, n + 1, f"{value:.3f}", UNITS[test]])
     best = f"netlab-w{args.workers}" if args.workers > 1 else "netlab"
-    names = {best: f"netlab, {args.workers} worker processes", "netlab": "netlab, one process"}
+    names = {best: f"netlab, {args.workers} pinned worker processes", "netlab": "netlab, one process"}
 
     def m(test: str, server: str) -> float:
         return median(rows, test, server)

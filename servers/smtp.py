@@ -168,6 +168,7 @@ async def _run_workers(
         setup=render_toml(override(config, "general", {"log_level": level})).encode(),
         on_report=on_report,
         env={"PYTHONPATH": _import_path()},
+        cpus=sorted(os.sched_getaffinity(0)) if config.smtp.pin_workers else (),
     )
     async with trio.open_nursery() as nursery:
         pids = await nursery.start(pool.run, lifetime)
@@ -202,6 +203,9 @@ def service(config: NetlabConfig) -> Service | None:
 @click.option(
     "--workers", type=click.IntRange(1, 64), help="Processes serving connections (more use more cores) [1]."
 )
+@click.option(
+    "--pin-workers/--no-pin-workers", default=None, help="Pin each worker process to a CPU of its own [no]."
+)
 def command(
     config_file: Path | None,
     listen: str | None,
@@ -213,6 +217,7 @@ def command(
     resolver: str | None,
     relay_port: int | None,
     workers: int | None,
+    pin_workers: bool | None,
 ) -> None:
     """Run the SMTP server (local delivery to Maildirs, relaying over MX) until Ctrl-C."""
     config = load_config(
@@ -228,6 +233,7 @@ def command(
                 "resolver": resolver,
                 "relay_port": relay_port,
                 "workers": workers,
+                "pin_workers": pin_workers,
                 "enabled": True,
             }
         },

@@ -98,6 +98,9 @@ class WorkerPool:
         setup: the octets every worker reads from its stdin first.
         on_report: called with each report line other than :data:`READY`.
         env: extra environment variables for the workers.
+        cpus: pin worker *i* (and its successors) to CPU ``cpus[i % len(cpus)]``; empty: let
+            the kernel place them.  A pinned worker's threads hand the GIL to each other on one
+            CPU, and its caches stay warm.
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class WorkerPool:
         setup: bytes = b"",
         on_report: Callable[[str], None] = lambda _line: None,
         env: Mapping[str, str] | None = None,
+        cpus: Sequence[int] = (),
     ) -> None:
         self.name = name
+        self.cpus = tuple(cpus)
         self.argv = list(argv)
         self.count = count
         self.fds = tuple(fds)
@@ -141,8 +146,8 @@ class WorkerPool:
         """
         try:
             async with trio.open_nursery() as nursery:
-                for _ in range(self.count):
-                    await nursery.start(self._keep_one)
+                for slot in range(self.count):
+                    await nursery.start(self._keep_one, slot)
                 task_status.started(self.pids)
                 await lifetime.stopping.wait()
                 self._stopping = True
@@ -151,7 +156,7 @@ class WorkerPool:
         except* WorkerError as failed:
             raise failed.exceptions[0] from None  # the other workers were stopped on the way out
 
-    async def _keep_one(self, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _keep_one(self, slot: int, *, task_status: trio.TaskStatus[None]) -> None:
         """One worker slot: a worker, and its successor whenever it dies before the stop."""
         while not self._stopping:
             process = await trio.lowlevel.open_process(
@@ -163,6 +168,10 @@ class WorkerPool:
                 start_new_session=True,
             )
             self.processes[process.pid] = process
+            if self.cpus:
+                # Before the new interpreter has started a thread: the ones it starts inherit it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(process.pid, {self.cpus[slot % len(self.cpus)]})
             if self._stopping:
                 self._terminate(process)  # started while the pool was being stopped
             try:

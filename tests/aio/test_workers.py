@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(60)
 #: A worker doing what its setup says: "serve" (report the inherited socket, then run until told to
 #: stop), "fail" (exit before ready), "stubborn" (ready, then ignore SIGTERM), "silent".
 FAKE_WORKER = """
-import os, signal, sys, time
+import os, signal, sys, threading, time
 import trio
 from netlab.aio.shutdown import Lifetime, Service, run_services
 from netlab.aio.workers import READY, ParentLink, inherited_sockets, read_setup
@@ -52,6 +52,11 @@ async def main():
         def started(_svc, _lines):
             link.report(READY)
             link.report(f"{os.getpid()} listens on " + " ".join(ports))
+            seen = []
+            thread = threading.Thread(target=lambda: seen.extend(sorted(os.sched_getaffinity(0))))
+            thread.start()
+            thread.join()
+            link.report(f"{os.getpid()} runs threads on CPUs {seen}")
         if mode == "stubborn":
             started(None, None)
             await trio.sleep_forever()
@@ -69,7 +74,11 @@ def listening() -> Iterator[socket.socket]:
 
 
 def make_pool(
-    sock: socket.socket, mode: str, count: int, reports: trio.MemorySendChannel[str] | None = None
+    sock: socket.socket,
+    mode: str,
+    count: int,
+    reports: trio.MemorySendChannel[str] | None = None,
+    cpus: tuple[int, ...] = (),
 ) -> WorkerPool:
     return WorkerPool(
         "fake",
@@ -79,6 +88,7 @@ def make_pool(
         setup=mode.encode(),
         on_report=(lambda line: reports.send_nowait(line)) if reports is not None else (lambda _: None),
         env={"PYTHONPATH": str(ROOT)},
+        cpus=cpus,
     )
 
 
@@ -100,8 +110,8 @@ async def test_workers_inherit_the_socket_report_and_stop_on_sigterm(listening: 
         pids = await nursery.start(pool.run, lifetime)
         assert len(set(pids)) == 3 and pids == pool.pids
         assert not any(gone(pid) for pid in pids)
-        reports = {await receive.receive() for _ in range(3)}
-        assert reports == {f"{pid} listens on {port}" for pid in pids}
+        reports = {await receive.receive() for _ in range(6)}
+        assert {r for r in reports if "listens" in r} == {f"{pid} listens on {port}" for pid in pids}
         lifetime.stop()
     assert all(gone(pid) for pid in pids)
     assert pool.processes == {} and pool.restarts == 0
@@ -116,16 +126,31 @@ async def test_a_worker_that_dies_is_replaced(
     lifetime = Lifetime()
     async with trio.open_nursery() as nursery:
         first = await nursery.start(pool.run, lifetime)
-        for _ in first:
+        for _ in range(2 * len(first)):
             await receive.receive()
         os.kill(first[0], signal.SIGKILL)
         with trio.fail_after(30):
             replacement = int((await receive.receive()).split()[0])  # the new worker's first report
+            await receive.receive()
         assert replacement not in first
         assert sorted(pool.pids) == sorted([first[1], replacement])
         assert pool.restarts == 1
         lifetime.stop()
     assert all(gone(pid) for pid in [*first, replacement])
+
+
+async def test_pinned_workers_and_their_threads_stay_on_their_cpus(listening: socket.socket) -> None:
+    available = tuple(sorted(os.sched_getaffinity(0)))
+    send, receive = trio.open_memory_channel[str](100)
+    pool = make_pool(listening, "serve", 3, send, cpus=available)
+    lifetime = Lifetime()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run, lifetime)
+        reports = [await receive.receive() for _ in range(6)]
+        lifetime.stop()
+    expected = [[available[slot % len(available)]] for slot in range(3)]
+    seen = sorted(report.split("CPUs ")[1] for report in reports if "CPUs" in report)
+    assert seen == sorted(str(cpus) for cpus in expected)
 
 
 async def test_a_worker_that_cannot_start_fails_the_pool(listening: socket.socket) -> None:
