@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 #: A worker's report that it queued mail for the relay.
 QUEUED = "queued"
+_CAN_PIN = hasattr(os, "sched_setaffinity")  # Linux; elsewhere pin_workers does nothing
 
 
 def tls_context(cert: str, key: str, store: Path, hostname: str) -> ssl.SSLContext:
@@ -104,6 +105,8 @@ async def serve(
 ) -> None:
     """Run the SMTP server and the relay until ``lifetime.stopping``, then drain."""
     cfg = config.smtp
+    if cfg.workers < 1:
+        raise ConfigError(f"smtp.workers: at least 1 process serves connections, not {cfg.workers}")
     ctx = await smtp_context(config, mail)
     relay = Relay(
         ctx.mail,
@@ -168,7 +171,7 @@ async def _run_workers(
         setup=render_toml(override(config, "general", {"log_level": level})).encode(),
         on_report=on_report,
         env={"PYTHONPATH": _import_path()},
-        cpus=sorted(os.sched_getaffinity(0)) if config.smtp.pin_workers else (),
+        cpus=sorted(os.sched_getaffinity(0)) if config.smtp.pin_workers and _CAN_PIN else (),
     )
     async with trio.open_nursery() as nursery:
         pids = await nursery.start(pool.run, lifetime)

@@ -171,6 +171,12 @@ async def test_workers_need_socket_listeners(tmp_path: Path) -> None:
         await smtp.serve(cfg, Lifetime(), listeners=[_NoSocketListener()], mail=mail)
 
 
+async def test_zero_workers_is_a_configuration_error(tmp_path: Path) -> None:
+    mail = make_mail(tmp_path, users=(USER,))
+    with pytest.raises(ConfigError, match="at least 1"):
+        await smtp.serve(worker_config(mail, 0), Lifetime(), listeners=[_NoSocketListener()], mail=mail)
+
+
 class _NoSocketListener(trio.abc.Listener[trio.abc.Stream]):
     async def accept(self) -> trio.abc.Stream:
         await trio.sleep_forever()
