@@ -165,7 +165,8 @@ async def _run_workers(
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     pool = WorkerPool(
         "smtp",
-        [sys.executable, "-m", "servers.smtp_worker"],
+        # Imported, not run as __main__, so that its log records carry the module's name.
+        [sys.executable, "-c", "from servers.smtp_worker import main; main()"],
         config.smtp.workers,
         fds=[sock.fileno() for sock in sockets if sock is not None],
         setup=render_toml(override(config, "general", {"log_level": level})).encode(),

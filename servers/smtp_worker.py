@@ -79,7 +79,3 @@ async def _run(config: NetlabConfig) -> None:
             lifetime=lifetime,
         )
         nursery.cancel_scope.cancel()
-
-
-if __name__ == "__main__":
-    main()
