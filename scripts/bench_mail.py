@@ -18,7 +18,6 @@ process as the ``mail`` user, which is given the Maildir for the run).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import poplib
 import pwd
@@ -27,7 +26,6 @@ import select
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,9 +35,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench_mail_report import UNITS, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 USER = "alice@example.test"
-UNITS = {"smtp": "msg/s", "smtp-cpu": "ms CPU/msg", "smtp-sys": "ms CPU/msg", "pop3": "s"}
 PASSWORD = "bench password"
 AIOSMTPD = """
 import sys
@@ -346,98 +345,6 @@ def main() -> None:
             bench_pop3(work, args, record)
     if args.only is None:
         write_results(args, rows, f"{load_before} before, {os.getloadavg()[0]:.1f} after")
-
-
-def median(rows: list[tuple[str, str, int, float]], test: str, server: str) -> float:
-    return statistics.median(v for t, s, _, v in rows if t == test and s == server)
-
-
-def write_results(args: argparse.Namespace, rows: list[tuple[str, str, int, float]], load: str) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "mail.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["test", "server", "round", "value", "unit"])
-        for test, server, n, value in rows:
-            writer.writerow([test, server, n + 1, f"{value:.3f}", UNITS[test]])
-    best = f"netlab-w{args.workers}" if args.workers > 1 else "netlab"
-    names = {best: f"netlab, {args.workers} pinned worker processes", "netlab": "netlab, one process"}
-
-    def m(test: str, server: str) -> float:
-        return median(rows, test, server)
-
-    aio = m("smtp", "aiosmtpd")
-    pop_netlab, pop_dovecot = m("pop3", "netlab"), m("pop3", "dovecot")
-    summary = [
-        f"SMTP  {names[s]:<28} {m('smtp', s):7.0f} msg/s  ratio {m('smtp', s) / aio:.2f}x   "
-        f"CPU {m('smtp-cpu', s):.2f} ms/msg ({m('smtp-sys', s):.2f} kernel)"
-        for s in dict.fromkeys([best, "netlab"])
-    ]
-    summary += [
-        f"SMTP  {'aiosmtpd':<28} {aio:7.0f} msg/s  (target: netlab >= 2x)   "
-        f"CPU {m('smtp-cpu', 'aiosmtpd'):.2f} ms/msg ({m('smtp-sys', 'aiosmtpd'):.2f} kernel)",
-        f"POP3  netlab {pop_netlab:.3f} s, dovecot {pop_dovecot:.3f} s, "
-        f"ratio {pop_netlab / pop_dovecot:.2f}x (target <= 2x)",
-    ]
-    print("\n".join(summary))
-
-    def rounds(test: str, server: str, fmt: str) -> str:
-        return ", ".join(format(v, fmt) for t, s, _, v in rows if t == test and s == server)
-
-    smtp = f"smtp-source -s {args.sessions} -m {args.messages} -l {args.size}"
-    table = ["| test | netlab | peer | ratio | target |", "| --- | --- | --- | --- | --- |"]
-    for s in dict.fromkeys([best, "netlab"]):
-        target = ">= 2x" if s == best else ""
-        table.append(
-            f"| SMTP: {smtp}, {names[s]} | {m('smtp', s):.0f} msg/s | aiosmtpd (Maildir) {aio:.0f} msg/s "
-            f"| {m('smtp', s) / aio:.2f}x | {target} |"
-        )
-    for s in dict.fromkeys([best, "netlab"]):
-        cpu, kernel = m("smtp-cpu", s), m("smtp-sys", s)
-        aio_cpu, aio_kernel = m("smtp-cpu", "aiosmtpd"), m("smtp-sys", "aiosmtpd")
-        table.append(
-            f"| SMTP server CPU per message, {names[s]} | {cpu:.2f} ms ({kernel:.2f} kernel) "
-            f"| {aio_cpu:.2f} ms ({aio_kernel:.2f} kernel) | {cpu / aio_cpu:.2f}x | |"
-        )
-    table.append(
-        f"| POP3: poplib login + RETR of {args.pop3_messages} x {args.size} B | {pop_netlab:.3f} s "
-        f"| Dovecot {pop_dovecot:.3f} s | {pop_netlab / pop_dovecot:.2f}x | <= 2x |"
-    )
-    per_round = [
-        f"{names.get(s, s)}: {rounds('smtp', s, '.0f')} msg/s, {rounds('smtp-cpu', s, '.2f')} ms CPU/msg"
-        for s in dict.fromkeys([best, "netlab", "aiosmtpd"])
-    ]
-    (args.out / "mail.md").write_text(
-        "# Mail benchmark\n\n"
-        f"`scripts/bench_mail.py`, medians of {args.rounds} interleaved rounds, servers on 127.0.0.1,\n"
-        f"one machine with 2 cores shared with other work (load average {load}), ext4.\n\n"
-        + "\n".join(table)
-        + "\n\nRounds: "
-        + "; ".join(per_round)
-        + f".  POP3 (s): netlab {rounds('pop3', 'netlab', '.3f')}; "
-        + f"Dovecot {rounds('pop3', 'dovecot', '.3f')}."
-        + "\n\n"
-        + NOTES
-    )
-
-
-NOTES = """\
-netlab answers 250 only after the message file is fsynced, renamed into `new/`, and `new/` is
-fsynced.  The messages its sessions hand over at about the same time are committed together: one
-worker-thread call writes and fsyncs each file, renames them all and then fsyncs each `new/` once
-(group commit); more batches run side by side only when the disk is slow.  aiosmtpd's Maildir
-handler writes and fsyncs each message on its event loop and does not fsync the directory.
-smtp-source does not pipeline, so every message costs a TCP connection and seven request/reply
-round trips on both servers.  The two POP3 servers check the same argon2id hash.  Raw numbers per
-round: `mail.csv`.
-
-CPU per message is the server process's user and system time (all its threads) while
-smtp-source runs, divided by the messages; it is the steadier figure, while throughput moves with
-whatever else the two shared cores are doing.  Every round stores into a new directory and
-nothing is deleted before the end: on ext4 without a journal, as here, creating a file soon after
-thousands were deleted costs up to half a millisecond of kernel time (the inode allocator steps
-over recently freed inodes), so cleaning up one server's files between rounds charged the next
-server for it.
-"""
 
 
 if __name__ == "__main__":
