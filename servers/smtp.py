@@ -254,5 +254,13 @@ def run_alone(config: NetlabConfig, svc: Service) -> None:
 
     try:
         trio.run(lambda: run_services([svc], grace_period=config.general.grace_period, on_started=on_started))
-    except (OSError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except* (OSError, ConfigError) as failed:
+        # Raised inside the service's nurseries, they arrive wrapped in exception groups.
+        raise click.ClickException("; ".join(map(str, _leaves(failed)))) from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

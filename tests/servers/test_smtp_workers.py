@@ -40,6 +40,7 @@ from tests.mailtest import (
     smtp_context,
     write_config,
 )
+from tests.processes import netlab
 from tests.servers.test_relay import FakeDns, FakeNet
 
 pytestmark = pytest.mark.timeout(120)
@@ -252,3 +253,11 @@ def test_smtpd_with_workers_stops_cleanly(tmp_path: Path) -> None:
         assert server.proc.wait(timeout=30) == 0
     assert all(gone(pid) for pid in pids)
     assert [subject for subject, _ in delivered(mail)] == ["message 1"]
+
+
+def test_smtpd_reports_a_bad_setting_without_a_traceback(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "netlab.toml", tmp_path / "store", smtp={"workers": 0})
+    done = netlab("smtpd", "--config", str(cfg))
+    assert done.returncode == 1
+    assert "Error: smtp.workers: at least 1 process serves connections, not 0" in done.stderr
+    assert "Traceback" not in done.stderr
