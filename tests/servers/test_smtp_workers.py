@@ -53,6 +53,7 @@ class Pool:
     mail: MailSystem
     port: int
     pids: list[int]
+    lifetime: Lifetime
 
 
 def worker_config(mail: MailSystem, workers: int, **smtp_settings: Any) -> NetlabConfig:
@@ -75,7 +76,7 @@ async def serving(mail: MailSystem, workers: int, **kwargs: Any) -> AsyncIterato
         assert match is not None, lines
         pids = [int(pid) for pid in match[2].split(", ")]
         assert int(match[1]) == len(pids) == workers
-        yield Pool(mail, listeners[0].socket.getsockname()[1], pids)
+        yield Pool(mail, listeners[0].socket.getsockname()[1], pids, lifetime)
         before = children()
         lifetime.stop()
     assert not before & children()  # every worker the pool ran, replacements included, is gone
@@ -163,6 +164,33 @@ async def test_a_killed_worker_does_not_stop_the_service(tmp_path: Path) -> None
         os.kill(pool.pids[0], signal.SIGKILL)
         await send_all(pool.port, range(10))
         assert sorted(subject for subject, _ in delivered(mail)) == sorted(f"message {n}" for n in range(10))
+
+
+async def test_a_stop_lets_the_workers_finish_messages_in_progress(tmp_path: Path) -> None:
+    mail = make_mail(tmp_path, users=(USER,), threads=True)
+
+    async def client(port: int, *lines: str) -> LineClient:
+        c = LineClient(await trio.open_tcp_stream("127.0.0.1", port))
+        assert await c.code() == 220
+        for line in lines:
+            await c.send(line)
+            assert await c.code() in (250, 354)
+        return c
+
+    async with serving(mail, 2) as pool:
+        sending = await client(
+            pool.port, "HELO c.test", "MAIL FROM:<a@far.test>", f"RCPT TO:<{USER}>", "DATA"
+        )
+        # Idle sessions on (almost surely) every worker: their 421s show the workers are stopping.
+        idle = [await client(pool.port, "HELO c.test") for _ in range(10)]
+        pool.lifetime.stop()
+        with trio.fail_after(30):
+            for c in idle:
+                assert (await c.reply()) == (421, "4.3.2 mx.test Service shutting down")
+        await sending.send("Subject: message 1", "", "hello", ".")
+        assert await sending.code() == 250
+        assert await sending.reply() == (421, "4.3.2 mx.test Service shutting down")
+    assert [subject for subject, _ in delivered(mail)] == ["message 1"]
 
 
 async def test_workers_need_socket_listeners(tmp_path: Path) -> None:
