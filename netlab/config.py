@@ -212,6 +212,11 @@ class SmtpConfig:
     retry_delays: tuple[float, ...] = (900.0, 1800.0, 3600.0, 7200.0, 14400.0)
     #: Seconds after which undeliverable mail is bounced (RFC 5321 4.5.4.1: 4-5 days).
     give_up_after: float = 432_000.0
+    #: Processes serving SMTP connections.  One serves about a core's worth of mail, far more
+    #: than a lab needs, and keeps ``netlab up`` a single process; more are for throughput.
+    workers: int = 1
+    #: With several workers, pin each to a CPU of its own (on a machine they have to themselves).
+    pin_workers: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

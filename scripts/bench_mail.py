@@ -1,9 +1,10 @@
 """Benchmark netlab's mail servers side by side with aiosmtpd (SMTP) and Dovecot (POP3).
 
 SMTP: postfix's ``smtp-source -s 20 -m 2000 -l 4096`` (20 parallel sessions, 2000 messages of
-4 KiB, one connection each) against ``netlab smtpd`` and against aiosmtpd with its Maildir
-handler, each storing into a fresh Maildir on the same disk; messages per second, median of the
-rounds.  netlab fsyncs each message file and the ``new/`` directory before its 250; aiosmtpd's
+4 KiB, one connection each) against ``netlab smtpd`` (in one process, and with ``--workers N``)
+and against aiosmtpd with its Maildir handler, each storing into a fresh Maildir on the same
+disk; messages per second, median of the rounds, and the CPU time of the server's processes.
+netlab fsyncs each message file and the ``new/`` directory before its 250; aiosmtpd's
 ``mailbox.Maildir`` fsyncs the file.
 
 POP3: poplib logs in and RETRs 500 messages of the same Maildir from ``netlab pop3d`` and from
@@ -17,7 +18,6 @@ process as the ``mail`` user, which is given the Maildir for the run).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import poplib
 import pwd
@@ -26,18 +26,19 @@ import select
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench_mail_report import UNITS, write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 USER = "alice@example.test"
-UNITS = {"smtp": "msg/s", "smtp-cpu": "ms CPU/msg", "smtp-sys": "ms CPU/msg", "pop3": "s"}
 PASSWORD = "bench password"
 AIOSMTPD = """
 import sys
@@ -69,13 +70,17 @@ def wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float = 30
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start listening on {pattern[5:]}")
     assert proc.stdout is not None
+    # Read the descriptor itself: a buffered reader may take several lines at once and leave
+    # select() waiting for one it already holds.
+    fd, seen = proc.stdout.fileno(), b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        line = proc.stdout.readline() if ready else ""
-        if not line:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
             break
-        if re.search(pattern, line):
+        seen += chunk
+        if any(re.search(pattern, line) for line in seen.decode(errors="replace").splitlines()):
             return
     raise RuntimeError(f"server did not start (waiting for {pattern!r})")
 
@@ -129,10 +134,30 @@ def count_files(maildir: Path) -> int:
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU time of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User and system CPU time of a process and its children (all their threads) so far."""
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    user = system = 0.0
+    for each in [pid, *children(pid)]:
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]) / tick, system + int(fields[12]) / tick
+    return user, system
+
+
+def children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(child) for task in tasks for child in (task / "children").read_text().split()]
+
+
+def wait_until_quiet(limit: float = 0.1, patience: float = 60.0) -> None:
+    """Wait (up to ``patience`` seconds) until the machine's CPUs are less than ``limit`` busy."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        before = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        time.sleep(0.5)
+        after = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        total, idle = sum(after) - sum(before), after[3] + after[4] - before[3] - before[4]
+        if total and 1 - idle / total < limit:
+            return
 
 
 def smtp_source(port: int, messages: int, sessions: int, size: int) -> float:
@@ -141,29 +166,44 @@ def smtp_source(port: int, messages: int, sessions: int, size: int) -> float:
     if tool is None:
         raise SystemExit("smtp-source not found (Debian package postfix)")
     start = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.Popen(
         [tool, "-s", str(sessions), "-m", str(messages), "-l", str(size), "-f", "bench@far.test", "-t", USER,
-         f"127.0.0.1:{port}"],
-        check=True,
-        timeout=600,
+         f"127.0.0.1:{port}"]
     )  # fmt: skip
-    return time.perf_counter() - start
+    # A plain wait() returns the moment the tool exits; wait(timeout=...) polls, in sleeps of up to
+    # 50 ms, which would round every measurement up by as much.  The timer only guards a hang.
+    guard = threading.Timer(600, proc.kill)
+    guard.start()
+    try:
+        status = proc.wait()
+    finally:
+        guard.cancel()
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise subprocess.CalledProcessError(status, proc.args)
+    return elapsed
 
 
-def bench_smtp_netlab(work: Path, n: int, args: argparse.Namespace) -> tuple[float, float, float]:
+Result = tuple[float, float, float]  # msg/s, CPU ms per message, of which kernel
+
+
+def bench_smtp_netlab(work: Path, n: int, args: argparse.Namespace, workers: int) -> Result:
     """Messages per second, and the server's CPU milliseconds per message (total, kernel)."""
-    store = work / f"netlab-smtp-{n}"
+    store = work / f"netlab-smtp-{n}-{workers}"
     make_store(store)
     port = free_port()
     cfg = netlab_config(work / "netlab-smtp.toml", store, port, free_port())
-    cmd = [sys.executable, "-m", "netlab", "smtpd", "--config", str(cfg)]
-    result = run_smtp_source(cmd, r"smtp://", work / "netlab.log", port, args)
+    cmd = [sys.executable, "-m", "netlab", "smtpd", "--config", str(cfg), "--workers", str(workers)]
+    if workers > 1:
+        cmd.append("--pin-workers")  # one CPU each: the machine is theirs for the run
+    ready = r"smtp://" if workers == 1 else r"served by \d+ worker"
+    result = run_smtp_source(cmd, ready, work / "netlab.log", port, args)
     delivered = count_files(store / "mailboxes" / "example.test" / "alice")
     assert delivered == args.messages, f"netlab stored {delivered} of {args.messages}"
     return result
 
 
-def bench_smtp_aiosmtpd(work: Path, n: int, args: argparse.Namespace) -> tuple[float, float, float]:
+def bench_smtp_aiosmtpd(work: Path, n: int, args: argparse.Namespace, _workers: int) -> Result:
     """Messages per second, and the server's CPU milliseconds per message (total, kernel)."""
     maildir = work / f"aiosmtpd-maildir-{n}"  # mailbox.Maildir creates it with tmp/ new/ cur/
     port = free_port()
@@ -176,7 +216,7 @@ def bench_smtp_aiosmtpd(work: Path, n: int, args: argparse.Namespace) -> tuple[f
 
 def run_smtp_source(
     cmd: list[str], ready: str, log: Path, port: int, args: argparse.Namespace, *, stdin: bool = False
-) -> tuple[float, float, float]:
+) -> Result:
     with process(cmd, ready, log, stdin=stdin) as proc:
         user0, sys0 = cpu_seconds(proc.pid)
         seconds = smtp_source(port, args.messages, args.sessions, args.size)
@@ -268,6 +308,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000, help="smtp-source -m")
     parser.add_argument("--sessions", type=int, default=20, help="smtp-source -s")
     parser.add_argument("--size", type=int, default=4096, help="smtp-source -l, and the POP3 message size")
+    parser.add_argument("--workers", type=int, default=2, help="netlab smtpd --workers (besides 1 process)")
     parser.add_argument("--pop3-messages", type=int, default=500)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--only", choices=["smtp", "pop3"], help="Run one half (results are not written).")
@@ -279,19 +320,24 @@ def main() -> None:
     def record(test: str, server: str, n: int, value: float) -> None:
         rows.append((test, server, n, value))
         unit = UNITS[test]
-        print(f"{test:<5} {server:<9} round {n + 1}: {value:9.2f} {unit}", flush=True)
+        print(f"{test:<8} {server:<9} round {n + 1}: {value:9.2f} {unit}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="netlab-bench-mail-", dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
         if args.only != "pop3":
+            servers = [("netlab", bench_smtp_netlab, 1), ("aiosmtpd", bench_smtp_aiosmtpd, 1)]
+            if args.workers > 1:
+                servers.insert(1, (f"netlab-w{args.workers}", bench_smtp_netlab, args.workers))
             for n in range(args.rounds):
-                for name, bench in (("netlab", bench_smtp_netlab), ("aiosmtpd", bench_smtp_aiosmtpd)):
-                    # Every round stores into a new directory and nothing is deleted before the
-                    # end: on ext4 without a journal, creating files right after thousands were
-                    # deleted costs far more (the allocator skips recently freed inodes), which
-                    # would charge one server for the previous one's clean-up.
-                    rate, cpu_ms, sys_ms = bench(work, n, args)
+                # Every round stores into a new directory and nothing is deleted before the end:
+                # on ext4 without a journal, creating files right after thousands were deleted
+                # costs far more (the allocator skips recently freed inodes), which would charge
+                # one server for the previous one's clean-up.  The order alternates, so that a
+                # drift in the machine's load does not favour one server.
+                for name, bench, workers in servers if n % 2 == 0 else servers[::-1]:
+                    wait_until_quiet()
+                    rate, cpu_ms, sys_ms = bench(work, n, args, workers)
                     record("smtp", name, n, rate)
                     record("smtp-cpu", name, n, cpu_ms)
                     record("smtp-sys", name, n, sys_ms)
@@ -299,76 +345,6 @@ def main() -> None:
             bench_pop3(work, args, record)
     if args.only is None:
         write_results(args, rows, f"{load_before} before, {os.getloadavg()[0]:.1f} after")
-
-
-def median(rows: list[tuple[str, str, int, float]], test: str, server: str) -> float:
-    return statistics.median(v for t, s, _, v in rows if t == test and s == server)
-
-
-def write_results(args: argparse.Namespace, rows: list[tuple[str, str, int, float]], load: str) -> None:
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "mail.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["test", "server", "round", "value", "unit"])
-        for test, server, n, value in rows:
-            writer.writerow([test, server, n + 1, f"{value:.3f}", UNITS[test]])
-    smtp_netlab, smtp_aio = median(rows, "smtp", "netlab"), median(rows, "smtp", "aiosmtpd")
-    cpu_netlab, cpu_aio = median(rows, "smtp-cpu", "netlab"), median(rows, "smtp-cpu", "aiosmtpd")
-    sys_netlab, sys_aio = median(rows, "smtp-sys", "netlab"), median(rows, "smtp-sys", "aiosmtpd")
-    pop_netlab, pop_dovecot = median(rows, "pop3", "netlab"), median(rows, "pop3", "dovecot")
-    summary = [
-        f"SMTP  netlab {smtp_netlab:8.1f} msg/s   aiosmtpd {smtp_aio:8.1f} msg/s   "
-        f"ratio {smtp_netlab / smtp_aio:.2f}x (target >= 2x)",
-        f"      server CPU: netlab {cpu_netlab:.2f} ms/msg ({sys_netlab:.2f} kernel), "
-        f"aiosmtpd {cpu_aio:.2f} ms/msg ({sys_aio:.2f} kernel)",
-        f"POP3  netlab {pop_netlab:8.3f} s       dovecot  {pop_dovecot:8.3f} s       "
-        f"ratio {pop_netlab / pop_dovecot:.2f}x (target <= 2x)",
-    ]
-    print("\n".join(summary))
-
-    def rounds(test: str, server: str, fmt: str) -> str:
-        return ", ".join(format(v, fmt) for t, s, _, v in rows if t == test and s == server)
-
-    (args.out / "mail.md").write_text(
-        "# Mail benchmark\n\n"
-        f"`scripts/bench_mail.py`, medians of {args.rounds} interleaved rounds, servers on 127.0.0.1,\n"
-        f"one machine with 2 cores shared with other work (load average {load}), ext4.\n\n"
-        "| test | netlab | peer | ratio | target |\n| --- | --- | --- | --- | --- |\n"
-        f"| SMTP: smtp-source -s {args.sessions} -m {args.messages} -l {args.size} "
-        f"| {smtp_netlab:.0f} msg/s | aiosmtpd (Maildir) {smtp_aio:.0f} msg/s "
-        f"| {smtp_netlab / smtp_aio:.2f}x | >= 2x |\n"
-        f"| SMTP server CPU per message | {cpu_netlab:.2f} ms | {cpu_aio:.2f} ms | "
-        f"{cpu_netlab / cpu_aio:.2f}x | |\n"
-        f"| of which kernel | {sys_netlab:.2f} ms | {sys_aio:.2f} ms | {sys_netlab / sys_aio:.2f}x | |\n"
-        f"| POP3: poplib login + RETR of {args.pop3_messages} x {args.size} B | {pop_netlab:.3f} s "
-        f"| Dovecot {pop_dovecot:.3f} s | {pop_netlab / pop_dovecot:.2f}x | <= 2x |\n\n"
-        "Rounds (msg/s): netlab "
-        f"{rounds('smtp', 'netlab', '.0f')}; aiosmtpd {rounds('smtp', 'aiosmtpd', '.0f')}.  "
-        "CPU (ms/msg): netlab "
-        f"{rounds('smtp-cpu', 'netlab', '.2f')}; aiosmtpd {rounds('smtp-cpu', 'aiosmtpd', '.2f')}.  "
-        f"POP3 (s): netlab {rounds('pop3', 'netlab', '.3f')}; Dovecot {rounds('pop3', 'dovecot', '.3f')}.\n\n"
-        + NOTES
-    )
-
-
-NOTES = """\
-netlab answers 250 only after the message file is fsynced, renamed into `new/`, and `new/` is
-fsynced.  The messages its sessions hand over at about the same time are committed together: one
-worker-thread call writes and fsyncs each file, renames them all and then fsyncs each `new/` once
-(group commit); more batches run side by side only when the disk is slow.  aiosmtpd's Maildir
-handler writes and fsyncs each message on its event loop and does not fsync the directory.
-smtp-source does not pipeline, so every message costs a TCP connection and seven request/reply
-round trips on both servers.  The two POP3 servers check the same argon2id hash.  Raw numbers per
-round: `mail.csv`.
-
-CPU per message is the server process's user and system time (all its threads) while
-smtp-source runs, divided by the messages; it is the steadier figure, while throughput moves with
-whatever else the two shared cores are doing.  Every round stores into a new directory and
-nothing is deleted before the end: on ext4 without a journal, as here, creating a file soon after
-thousands were deleted costs up to half a millisecond of kernel time (the inode allocator steps
-over recently freed inodes), so cleaning up one server's files between rounds charged the next
-server for it.
-"""
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from netlab.aio.sessions import SessionWaits, WaitEnd
+from netlab.aio.sessions import SessionWaits, Waiter
 from netlab.config import Pop3Config
 from netlab.proto.mail_lines import to_crlf
 from netlab.proto.pop3 import NEED_DATA, Pop3ServerConnection, State
@@ -74,8 +74,11 @@ class Pop3ServerContext:
     hostname: str
     mail: MailSystem
     ssl_context: ssl.SSLContext | None
-    waits: SessionWaits = field(default_factory=SessionWaits)
     stats: collections.Counter[str] = field(default_factory=collections.Counter)
+    waits: SessionWaits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.waits = SessionWaits(self.config.idle_timeout)
 
 
 async def handle_connection(stream: trio.abc.Stream, ctx: Pop3ServerContext) -> None:
@@ -111,9 +114,15 @@ class _Session:
         self.timestamp = f"<{os.getpid()}.{secrets.token_hex(8)}@{ctx.hostname}>"
 
     async def run(self) -> None:
-        conn = self.conn
         greeting = "POP3 netlab ready" + (f" {self.timestamp}" if self.cfg.apop else "")
-        await self.stream.send_all(conn.send(Ok(greeting)))
+        await self.stream.send_all(self.conn.send(Ok(greeting)))
+        ended = await self.ctx.waits.run(self._commands)
+        if ended is not None:
+            # RFC 1939 section 3: the autologout timer closes without entering UPDATE.
+            log.info("%s: %s, closing", self.peer, ended.value)
+
+    async def _commands(self, waiter: Waiter) -> None:
+        conn = self.conn
         while not conn.closed and not self.closing:
             out = bytearray()
             while not conn.closed and not self.closing:
@@ -136,12 +145,7 @@ class _Session:
                 await self.stream.send_all(bytes(out))
             if conn.closed or self.closing:
                 return
-            got = await self.ctx.waits.receive(self.stream, MAX_RECV, self.cfg.idle_timeout)
-            if isinstance(got, WaitEnd):
-                # RFC 1939 section 3: the autologout timer closes without entering UPDATE.
-                log.info("%s: %s, closing", self.peer, got.value)
-                return
-            conn.receive_data(got)
+            conn.receive_data(await waiter.receive(self.stream, MAX_RECV))
 
     async def _start_tls(self) -> bool:
         assert self.ctx.ssl_context is not None

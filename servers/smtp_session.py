@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from netlab.aio.sessions import SessionWaits, WaitEnd
+from netlab.aio.sessions import SessionWaits, WaitEnd, Waiter
 from netlab.config import SmtpConfig
 from netlab.log import access_logger
 from netlab.proto.mail_headers import received_header, with_protocol
@@ -98,8 +98,11 @@ class SmtpServerContext:
     mail: MailSystem
     ssl_context: ssl.SSLContext | None
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    waits: SessionWaits = field(default_factory=SessionWaits)
     stats: collections.Counter[str] = field(default_factory=collections.Counter)
+    waits: SessionWaits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.waits = SessionWaits(self.config.idle_timeout)
 
     @functools.cached_property
     def helo_reply(self) -> Reply:
@@ -163,6 +166,17 @@ class _Session:
             )
             return
         await self.stream.send_all(conn.send(Reply(220, f"{self.ctx.hostname} ESMTP netlab")))
+        ended = await self.ctx.waits.run(self._commands)
+        if ended is WaitEnd.SHUTDOWN:
+            await self._close(Reply(421, f"{self.ctx.hostname} Service shutting down", "4.3.2"))
+        elif ended is WaitEnd.IDLE:
+            self.ctx.stats["timeouts"] += 1
+            log.info("%s: idle for %gs, closing", self.peer, self.cfg.idle_timeout)
+            await self._close(Reply(421, f"{self.ctx.hostname} Idle timeout, closing", "4.4.2"))
+
+    async def _commands(self, waiter: Waiter) -> None:
+        """Answer commands until the session ends (a wait that is cut short ends it too)."""
+        conn = self.conn
         while not conn.closed:
             out = bytearray()
             while not conn.closed:
@@ -188,25 +202,10 @@ class _Session:
                 await self.stream.send_all(bytes(out))
             if conn.closed:
                 return
-            data = await self._receive()
-            if data is None:
-                return
-            conn.receive_data(data)
-
-    async def _receive(self) -> bytes | bytearray | None:
-        """The next bytes from the client; None after answering a timeout or shutdown."""
-        got = await self.ctx.waits.receive(
-            self.stream, MAX_RECV, self.cfg.idle_timeout, interruptible=self.conn.state is not State.DATA
-        )
-        if got is WaitEnd.SHUTDOWN:
-            await self._close(Reply(421, f"{self.ctx.hostname} Service shutting down", "4.3.2"))
-            return None
-        if got is WaitEnd.IDLE:
-            self.ctx.stats["timeouts"] += 1
-            log.info("%s: idle for %gs, closing", self.peer, self.cfg.idle_timeout)
-            await self._close(Reply(421, f"{self.ctx.hostname} Idle timeout, closing", "4.4.2"))
-            return None
-        return got
+            # A message being received is not interrupted by a shutdown, only by the idle limit.
+            conn.receive_data(
+                await waiter.receive(self.stream, MAX_RECV, interruptible=conn.state is not State.DATA)
+            )
 
     async def _close(self, reply: Reply) -> None:
         with trio.move_on_after(5):
