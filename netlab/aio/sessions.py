@@ -121,6 +121,11 @@ class Waiter:
             await trio.lowlevel.checkpoint()  # cut short just as the data came: raises Cancelled
         return data
 
+    @property
+    def closing(self) -> bool:
+        """The server is shutting down: finish what is under way, start nothing new."""
+        return self._waits.closing.is_set()
+
     def end(self, why: WaitEnd) -> None:
         """Cut the session short while it waits (the reaper's and the shutdown's doing)."""
         self._waits._waiting.pop(self, None)

@@ -14,8 +14,9 @@ of being walked through the response.  A request found in the memo reaches h11 o
 else than a prepared response answers it (the :attr:`ClientConnection.protocol` property sees to it).
 While the server shuts down every response says ``Connection: close`` (RFC 9112 section 9.6).
 
-Time limits live here: a connection idle between requests is closed after ``idle_timeout`` by the
-:class:`~servers.proxy.reaper.IdleReaper` (silently, as RFC 9112 section 9.8 allows), and once a
+Time limits live here: a connection idle between requests is closed after ``idle_timeout``
+through its :class:`~netlab.aio.sessions.Waiter`, the server's one timer for every connection's
+wait (silently, as RFC 9112 section 9.8 allows), and once a
 request has started its head must arrive within ``request_timeout`` (else 408).  While idle the
 wait is also cut short when the server shuts down.
 """
@@ -28,8 +29,8 @@ from collections.abc import AsyncIterator
 import h11
 import trio
 
+from netlab.aio.sessions import Waiter
 from servers.proxy.pages import error_page, reason_phrase
-from servers.proxy.reaper import IdleReaper
 from servers.proxy.wire import RequestMemo
 
 __all__ = ["ClientConnection", "ClientGone"]
@@ -56,8 +57,7 @@ class ClientConnection:
         self,
         stream: trio.abc.Stream,
         peer: str,
-        reaper: IdleReaper,
-        scope: trio.CancelScope,
+        waiter: Waiter,
         *,
         max_header_bytes: int,
         request_timeout: float,
@@ -71,8 +71,7 @@ class ClientConnection:
         self._fresh = True  # h11 has not been given any bytes since it was made
         self._unparsed: bytes | None = None  # the current request's head, found in the memo
         self._leftover = b""  # what arrived after that head
-        self._reaper = reaper
-        self._scope = scope  # around this connection's whole life: the reaper cancels it
+        self._waiter = waiter  # an idle wait that times out, or a shutdown, ends the session
         self._request_timeout = request_timeout
         self._partial = False  # bytes of a request that is not complete yet have arrived
         self.bytes_sent = 0  # for the current request, head and body (the access log's size)
@@ -109,15 +108,12 @@ class ClientConnection:
                 with trio.fail_after(self._request_timeout):
                     data = await self._receive()
             else:
-                if self._reaper.closing:
+                if self._waiter.closing:
                     return None
-                self._reaper.waiting(self)
                 try:
-                    data = await self._receive()  # the reaper may cancel this wait
-                finally:
-                    self._reaper.busy(self)
-                if self._scope.cancel_called:
-                    return None  # the request arrived just as the connection timed out: too late
+                    data = bytes(await self._waiter.receive(self.stream, MAX_RECV))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = None
             if data is None:
                 return None
             if self._fresh:
@@ -224,7 +220,7 @@ class ClientConnection:
             # waiting for that body to reuse the connection could hang; close after this response.
             self._body_refused = True
         self._bodiless = self._method == b"HEAD" or head.status_code in (204, 304)
-        if self._reaper.closing:
+        if self._waiter.closing:
             head = h11.Response(
                 status_code=head.status_code, headers=[*head.headers.raw_items(), _CLOSE], reason=head.reason
             )
@@ -263,7 +259,7 @@ class ClientConnection:
             if self._conn.they_are_waiting_for_100_continue:
                 self._body_refused = True  # as in send_head
         self._prepared = True
-        if not self._keep_alive or self._reaper.closing:
+        if not self._keep_alive or self._waiter.closing:
             # Tell the client, as h11 would (RFC 9112 section 9.6): insert before the blank line.
             head = head[:-2] + b"Connection: close\r\n\r\n"
             self._keep_alive = False
@@ -388,10 +384,6 @@ class ClientConnection:
                 return False
             else:
                 return False
-
-    def time_out(self) -> None:
-        """End the wait for a request (called by the reaper, or at shutdown)."""
-        self._scope.cancel()
 
     def mark_broken(self) -> None:
         self.broken = True

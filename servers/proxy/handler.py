@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
+from netlab.aio.sessions import SessionWaits
 from netlab.config import ProxyConfig
 from netlab.proto.http_cache import CachePolicy, invalidated_uris
 from netlab.proto.http_cache_control import NO_REQUEST_DIRECTIVES, RequestDirectives
@@ -47,7 +48,6 @@ from servers.proxy.accesslog import AccessLog, Transaction
 from servers.proxy.client import ClientConnection, ClientGone
 from servers.proxy.forward import Exchange, Forwarder, UpstreamBroken, request_fields, response_fields
 from servers.proxy.pool import ConnectionPool, Connects, UpstreamError
-from servers.proxy.reaper import IdleReaper
 from servers.proxy.status import Stats, WorkerReports
 from servers.proxy.wire import RequestMemo, prepare_head
 
@@ -89,7 +89,7 @@ class Proxy:
         self.allow = [ipaddress.ip_network(n, strict=False) for n in config.allow]
         self.stats = Stats(started=clock())
         self.x_cache_name = b"netlab"
-        self.reaper = IdleReaper(config.idle_timeout)
+        self.waits = SessionWaits(config.idle_timeout)
         self.request_memo = RequestMemo()
         self.reports: WorkerReports | None = None  # with several worker processes
         self.revalidating: set[str] = set()  # URIs with a background revalidation running
@@ -99,11 +99,11 @@ class Proxy:
 
     @property
     def closing(self) -> bool:
-        return self.reaper.closing
+        return self.waits.closing.is_set()
 
     def begin_shutdown(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their response."""
-        self.reaper.close_idle()
+        self.waits.shut_down()
 
     # -- requests --------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import trio
 
 from netlab.addr import format_hostport, is_loopback, parse_hostport
 from netlab.aio.dns_stub import StubResolver
+from netlab.aio.sessions import Waiter
 from netlab.config import ProxyConfig
 from netlab.log import access_logger
 from netlab.store.http_store import HttpStore
@@ -131,7 +132,6 @@ async def serve(
             )
             background.start_soon(pool.run_reaper)
             background.start_soon(proxy.access_log.run)
-            background.start_soon(proxy.reaper.run)
             if worker is not None:
                 number, count = worker
                 proxy.reports = WorkerReports(store.directory / WORKER_REPORTS, number, count, proxy.stats)
@@ -163,18 +163,22 @@ async def handle_connection(
     proxy.stats.connections += 1
     proxy.stats.active_connections += 1
     peer = peer_of(stream)
+
+    async def session(waiter: Waiter) -> None:
+        client = ClientConnection(
+            stream,
+            peer,
+            waiter,
+            max_header_bytes=config.max_header_kb * 1024,
+            request_timeout=config.request_timeout,
+            memo=proxy.request_memo,
+        )
+        await _serve_requests(client, proxy)
+
     try:
-        with trio.CancelScope() as scope:  # the idle reaper cancels it while a request is awaited
-            client = ClientConnection(
-                stream,
-                peer,
-                proxy.reaper,
-                scope,
-                max_header_bytes=config.max_header_kb * 1024,
-                request_timeout=config.request_timeout,
-                memo=proxy.request_memo,
-            )
-            await _serve_requests(client, proxy)
+        # An idle client, or one waiting when the server shuts down, is closed without a word
+        # (RFC 9112 section 9.8): why it ended does not matter here.
+        await proxy.waits.run(session)
     except (ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the client went away
     except Exception:
