@@ -45,10 +45,20 @@ async def _serve_tcp(listener: trio.SocketListener, respond: Responder) -> None:
 
 
 async def _resolver_with(nursery: trio.Nursery, respond: Responder, **kwargs: float) -> StubResolver:
-    ep = await open_udp_endpoint("127.0.0.1", 0)
-    port = ep.local_address[1]
-    sock = trio.socket.socket()
-    await sock.bind(("127.0.0.1", port))
+    # The stub asks UDP and TCP on one port: take a free UDP port whose TCP twin is free too
+    # (another process may hold it, as a client's ephemeral port for instance).
+    for _ in range(20):
+        ep = await open_udp_endpoint("127.0.0.1", 0)
+        port = ep.local_address[1]
+        sock = trio.socket.socket()
+        try:
+            await sock.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            sock.close()
+            await ep.aclose()
+    else:
+        raise AssertionError("no port free for both UDP and TCP")
     sock.listen()
     nursery.start_soon(_serve_udp, ep, respond)
     nursery.start_soon(_serve_tcp, trio.SocketListener(sock), respond)
