@@ -68,7 +68,6 @@ class GoBackN(RetransmitPolicy):
         self._order = 0
         self._evidence = 0  # duplicates from copies sent after the oldest segment's latest copy
         self._loss_deadline: float | None = None  # the reordering window after the first one
-        self._min_rtt = math.inf
         self._reordering_seen = False
         self._recover: int | None = None  # ``next`` at the latest go-back, until acknowledged
 
@@ -114,7 +113,7 @@ class GoBackN(RetransmitPolicy):
             elif not self._reordering_seen and self._recover is not None:
                 outcome.retransmit = self._go_back(window, now)  # a lost repair: no need to wait
             elif self._loss_deadline is None:
-                self._loss_deadline = now + self._min_rtt_or_srtt() / 4
+                self._loss_deadline = now + self._known_min_rtt() / 4
         return outcome
 
     def _after_oldest(self, window: SendWindow[T], seq: int) -> bool:
@@ -144,9 +143,6 @@ class GoBackN(RetransmitPolicy):
                 unaccounted[number] = count - 1
             if number == seq:
                 return order > self._latest.get(window.base, self._order)
-
-    def _min_rtt_or_srtt(self) -> float:
-        return self._min_rtt if self._min_rtt < math.inf else (self._rtt.srtt or self._rtt.rto)
 
     def _go_back(self, window: SendWindow[T], now: float) -> list[int]:
         self._evidence, self._loss_deadline = 0, None

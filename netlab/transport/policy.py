@@ -22,6 +22,7 @@ name.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
@@ -112,6 +113,7 @@ class RetransmitPolicy(abc.ABC):
         self._rtt = rtt if rtt is not None else RtoEstimator()
         self._dup_acks = 0
         self._last_window: int | None = None
+        self._min_rtt = math.inf  # the smallest RTT measured (RFC 8985 section 6.1's RACK.min_RTT)
 
     # -- sender --------------------------------------------------------------------------------
 
@@ -146,6 +148,10 @@ class RetransmitPolicy(abc.ABC):
         """A DATA or FIN segment numbered ``wire_seq`` (k bits) arrived."""
 
     # -- shared --------------------------------------------------------------------------------
+
+    def _known_min_rtt(self) -> float:
+        """The smallest RTT measured, or the handshake's estimate before the first one."""
+        return self._min_rtt if self._min_rtt < math.inf else (self._rtt.srtt or 0.0)
 
     def _is_duplicate(self, window: SendWindow[T], ack: Ack, base_before: int) -> bool:
         """Count a duplicate ACK: nothing new acknowledged cumulatively, data outstanding, and the

@@ -81,7 +81,6 @@ class SelectiveRepeat(RetransmitPolicy):
         # RACK (RFC 8985 section 6.1): the latest-sent segment known delivered, and its RTT.
         self._rack_order = -1
         self._rack_rtt = 0.0
-        self._min_rtt = math.inf
         self._highest_delivered = -1  # number, for noticing reordering
         self._reordering_seen = False
         self._reo_mult = 1
@@ -169,10 +168,6 @@ class SelectiveRepeat(RetransmitPolicy):
         self._highest_delivered = max(self._highest_delivered, seq)
         if order > self._rack_order:
             self._rack_order, self._rack_rtt = order, rtt
-
-    def _known_min_rtt(self) -> float:
-        """The smallest RTT measured, or the handshake's estimate before the first one."""
-        return self._min_rtt if self._min_rtt < math.inf else (self._rtt.srtt or 0.0)
 
     def _reo_wnd(self, window: SendWindow[T]) -> float:
         """The reordering window (RFC 8985 section 6.2 step 4)."""
